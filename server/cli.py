@@ -1,0 +1,107 @@
+"""The `grm-server` command line: score, serve, meta-rm, eval."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from server.errors import GRMError
+from server.protocol import ScoreItem, ScoreParams, ScoreResponse
+from server.settings import Backend, Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Inference-time scaling reward server (DeepSeek-GRM, SPCT).")
+
+
+@app.callback()
+def _root() -> None:
+    """Inference-time scaling reward server (DeepSeek-GRM, SPCT)."""
+
+
+def load_settings(overrides: dict[str, Any]) -> Settings:
+    """Settings from the environment, with the CLI's options on top; a bad value exits with code 2."""
+    try:
+        return Settings().with_overrides(overrides)
+    except ValueError as exc:
+        typer.echo(f"invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _fail(exc: GRMError, as_json: bool) -> None:
+    body = json.dumps(exc.to_body())
+    if as_json:
+        typer.echo(body)
+    else:
+        typer.echo(f"error ({exc.type}): {exc.message}", err=True)
+    raise typer.Exit(2 if exc.status < 500 else 1)
+
+
+def _table(result: ScoreResponse, responses: list[str]) -> str:
+    lines = [
+        f"model {result.model}  k={result.k}  k_meta={result.k_meta}  valid={result.valid}  kept={result.kept}  seed={result.seed}",
+        f"{'#':>3}  {'reward':>6}  {'mean':>5}  response",
+    ]
+    for i, text in enumerate(responses):
+        mark = "*" if i == result.best else " "
+        preview = text.replace("\n", " ")
+        preview = preview[:60] + ("..." if len(preview) > 60 else "")
+        lines.append(f"{i:>3}{mark} {result.rewards[i]:>6}  {result.scores[i]:>5.2f}  {preview}")
+    lines.append(f"best: response {result.best}   tokens: {result.usage.prompt_tokens} prompt + {result.usage.completion_tokens} completion in {result.usage.engine_calls} engine calls")
+    return "\n".join(lines)
+
+
+@app.command()
+def score(
+    query: Annotated[str, typer.Option(help="the user's query")],
+    response: Annotated[list[str], typer.Option("--response", "-r", help="a candidate response (repeat)")],
+    k: Annotated[int | None, typer.Option(help="judgments to sample")] = None,
+    k_meta: Annotated[int | None, typer.Option("--k-meta", help="judgments kept by the Meta RM (0 = plain voting)")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed for orders, sampling, tie-breaks")] = None,
+    temperature: Annotated[float | None, typer.Option(help="sampling temperature")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="token budget per judgment")] = None,
+    backend: Annotated[Backend | None, typer.Option(help="vllm (in-process) or openai (remote server)")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible base URL")] = None,
+    model: Annotated[str | None, typer.Option(help="GRM model path or name (default: embedded CPU model)")] = None,
+    samples: Annotated[bool, typer.Option("--samples", help="include every judgment in --json output")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the /score response body")] = False,
+) -> None:
+    """Judge RESPONSES to QUERY once and print the voted rewards."""
+    settings = load_settings(
+        {"generator.backend": backend, "generator.base_url": base_url, "generator.model": model}
+    )
+    try:
+        item = ScoreItem(query=query, responses=response)
+        params = ScoreParams(k=k, k_meta=k_meta, seed=seed, temperature=temperature, max_tokens=max_tokens, return_samples=samples)
+    except ValueError as exc:
+        typer.echo(f"invalid input: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        result = asyncio.run(_score_once(settings, item, params))
+    except GRMError as exc:
+        _fail(exc, as_json)
+        return
+    typer.echo(json.dumps(result.body(), indent=2) if as_json else _table(result, response))
+
+
+async def _score_once(settings: Settings, item: ScoreItem, params: ScoreParams) -> ScoreResponse:
+    from server.engines import open_service
+    from server.judging import plan_request
+
+    request = item.to_judge_request(params)
+    plan_request(request, settings, has_meta_rm=settings.meta_rm.backend.value != "none")  # fail before loading engines
+    async with open_service(settings) as service:
+        result = await service.judge(request)
+    return ScoreResponse.from_result(result, with_samples=params.return_samples)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Build the engines a Settings tree names: the generator (GRM), its prompt builder, the Meta RM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from meta_rm.protocol import MetaRM
+from server.embedded import EMBEDDED_NAME, prepare_embedded_model
+from server.generators.base import Generator
+from server.generators.openai_remote import OpenAIGenerator
+from server.generators.vllm_local import VLLMGenerator
+from server.judging import JudgeObserver, JudgeService
+from server.prompts import PromptBuilder, TemplateName, resolve_template
+from server.settings import Backend, Settings
+
+
+def build_generator(settings: Settings) -> Generator:
+    """The configured GRM engine (not started). No model on the vllm backend = the embedded CPU default."""
+    gen = settings.generator
+    if gen.backend is Backend.OPENAI:
+        return OpenAIGenerator(gen)
+    if gen.model is None:
+        path = prepare_embedded_model(Path(settings.cache_dir))
+        named = gen.model_copy(update={"served_model_name": gen.served_model_name or EMBEDDED_NAME})
+        return VLLMGenerator(named, str(path), str(settings.cache_dir))
+    return VLLMGenerator(gen, gen.model, str(settings.cache_dir))
+
+
+def build_prompt_builder(settings: Settings) -> PromptBuilder:
+    """The template named by settings; `auto` picks Appendix G for DeepSeek-GRM checkpoints."""
+    model = settings.generator.model or settings.generator.served_model_name or EMBEDDED_NAME
+    return PromptBuilder(resolve_template(settings.generator.template, model))
+
+
+def build_meta_rm(settings: Settings) -> MetaRM | None:
+    """The configured Meta RM, or None for plain voting."""
+    return None
+
+
+__all__ = ["TemplateName", "build_generator", "build_meta_rm", "build_prompt_builder", "open_service"]
+
+
+@contextlib.asynccontextmanager
+async def open_service(
+    settings: Settings,
+    generator: Generator | None = None,
+    meta_rm: MetaRM | None = None,
+    observer: JudgeObserver | None = None,
+) -> AsyncIterator[JudgeService]:
+    """Build (unless given), start, and finally close the engines; yield the judging service."""
+    gen = generator if generator is not None else await asyncio.to_thread(build_generator, settings)
+    rm = meta_rm if meta_rm is not None else build_meta_rm(settings)
+    try:
+        await gen.start()
+        if rm is not None:
+            await rm.start()
+        yield JudgeService(gen, build_prompt_builder(settings), settings, meta_rm=rm, observer=observer)
+    finally:
+        if rm is not None:
+            await rm.close()
+        await gen.close()

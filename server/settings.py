@@ -1,0 +1,120 @@
+"""The one typed settings tree: defaults, then `GRM_*` environment variables, then CLI overrides."""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from meta_rm.settings import MetaRMBackend, MetaRMSettings
+from server.prompts import TemplateName
+from voting.orders import OrderStrategy
+
+__all__ = ["Backend", "MetaRMBackend", "MetaRMSettings", "Settings"]
+
+
+class Backend(enum.StrEnum):
+    VLLM = "vllm"
+    OPENAI = "openai"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "grm-server"
+
+
+class GeneratorSettings(BaseModel):
+    """The GRM that writes judgments."""
+
+    backend: Backend = Field(Backend.VLLM, description="vllm: in-process engine; openai: any OpenAI-compatible server")
+    model: str | None = Field(None, description="model path or name; unset = the embedded CPU default (vllm) or the server's first model (openai)")
+    served_model_name: str | None = Field(None, description="name reported in responses; default: the model")
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8001/v1 (openai backend)")
+    api_key: SecretStr | None = Field(None, description="API key for the OpenAI-compatible server")
+    template: TemplateName = Field(TemplateName.AUTO, description="judging prompt template")
+    structured_output: bool = Field(True, description="constrain decoding to a parseable score box")
+    max_model_len: int = Field(4096, ge=256, description="engine context length (vllm)")
+    dtype: str = Field("auto", description="engine dtype (vllm)")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (vllm)")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="fraction of GPU memory for the engine (vllm, GPU)")
+    enforce_eager: bool = Field(True, description="skip graph compilation: fast start (CPU default)")
+    cpu_kvcache_gb: int = Field(2, ge=1, description="KV cache size in GiB on CPU hosts (VLLM_CPU_KVCACHE_SPACE)")
+    timeout_s: float = Field(600.0, gt=0, description="HTTP timeout towards the OpenAI-compatible server")
+
+
+class JudgingSettings(BaseModel):
+    """Defaults and bounds of the inference-time scaling."""
+
+    k: int = Field(8, ge=1, description="default number of sampled judgments per request")
+    max_k: int = Field(64, ge=1, description="largest k a request may ask for")
+    k_meta: int | None = Field(None, ge=0, description="default judgments kept by the Meta RM; unset = k/2 when a Meta RM is loaded")
+    temperature: float = Field(0.5, ge=0, le=2, description="sampling temperature of judgments")
+    max_tokens: int = Field(512, ge=16, description="default token budget of one judgment")
+    max_max_tokens: int = Field(4096, ge=16, description="largest max_tokens a request may ask for")
+    order_strategy: OrderStrategy = Field(OrderStrategy.ROTATE, description="how responses are reordered per sample")
+    retries: int = Field(1, ge=0, le=5, description="resampling rounds when no judgment is valid")
+
+
+class LimitsSettings(BaseModel):
+    """Bounds on what one request may cost."""
+
+    max_responses: int = Field(32, ge=1, description="responses per request")
+    max_response_chars: int = Field(32_000, ge=1, description="characters per response")
+    max_query_chars: int = Field(64_000, ge=1, description="characters in the conversation")
+    max_body_bytes: int = Field(4_000_000, ge=1024, description="HTTP body size")
+    max_batch_items: int = Field(64, ge=1, description="items per batch request")
+    max_concurrent_requests: int = Field(64, ge=1, description="requests judged at once; beyond: 429")
+    request_timeout_s: float = Field(300.0, gt=0, description="per-request deadline; beyond: 504 and engine abort")
+    reward_group_cap: int = Field(16, ge=1, description="/get_reward: rollouts of one prompt judged together at most")
+
+
+class ServerSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="bind address")
+    port: int = Field(8000, ge=0, le=65535, description="bind port")
+    api_keys: list[SecretStr] = Field(default_factory=list, description="accepted Bearer keys; empty = no auth")
+    log_texts: bool = Field(False, description="log full prompts and judgments (off: sizes only)")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRM_", env_nested_delimiter="__", extra="forbid")
+
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="prepared models and engine caches")
+    generator: GeneratorSettings = Field(default_factory=GeneratorSettings)  # type: ignore[arg-type]
+    judging: JudgingSettings = Field(default_factory=JudgingSettings)  # type: ignore[arg-type]
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)  # type: ignore[arg-type]
+    server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
+    meta_rm: MetaRMSettings = Field(default_factory=MetaRMSettings)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.judging.k > self.judging.max_k:
+            raise ValueError("judging.k must not exceed judging.max_k")
+        if self.judging.max_tokens > self.judging.max_max_tokens:
+            raise ValueError("judging.max_tokens must not exceed judging.max_max_tokens")
+        if self.generator.backend is Backend.OPENAI and not self.generator.base_url:
+            raise ValueError("generator.base_url is required with the openai backend")
+        return self
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Settings:
+        """A copy with nested overrides applied (None values are skipped), validated again."""
+        merged = self.model_dump()
+        for path, value in overrides.items():
+            if value is None:
+                continue
+            node = merged
+            *parents, leaf = path.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        for section in ("generator",):
+            key = merged[section].get("api_key")
+            if isinstance(key, SecretStr):
+                merged[section]["api_key"] = key.get_secret_value()
+        merged["server"]["api_keys"] = [
+            k.get_secret_value() if isinstance(k, SecretStr) else k for k in merged["server"]["api_keys"]
+        ]
+        return Settings.model_validate(merged)

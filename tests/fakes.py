@@ -1,0 +1,89 @@
+"""Hand-made engine stand-ins (fault injection, our own overhead); they satisfy the real Protocols."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from meta_rm.protocol import MetaRMInput
+from server.errors import BackendUnavailableError
+from server.generators.base import Generation, SamplingConfig
+
+_RESPONSE = re.compile(r"\[The Begin of Response \d+\]\n(.*?)\n\[The End of Response \d+\]", re.DOTALL)
+
+
+def shown_responses(prompt: str) -> list[str]:
+    """The responses in the order a prompt shows them (after any worked example)."""
+    return _RESPONSE.findall(prompt[prompt.rfind("#### Responses") :])
+
+
+def score_by_length(prompt: str, index: int) -> str:
+    """A deterministic 'judge': longer responses score higher (1..10)."""
+    scores = [min(10, max(1, len(r))) for r in shown_responses(prompt)]
+    return f"Specific Criteria: length.\nAnalysis: sample {index}.\nScores: \\boxed{{{', '.join(map(str, scores))}}}"
+
+
+@dataclass
+class ScriptedGenerator:
+    """Answers each call with `judge(prompt, sample_index)`; can delay, fail, or be 'down'."""
+
+    judge: Callable[[str, int], str] = score_by_length
+    delay_s: float = 0.0
+    down: bool = False
+    calls: list[tuple[str, SamplingConfig, str]] = field(default_factory=list)
+    cancelled: int = 0
+    name: str = "scripted"
+
+    @property
+    def model_name(self) -> str:
+        return self.name
+
+    async def start(self) -> None:
+        return None
+
+    async def generate(self, prompt: str, sampling: SamplingConfig, request_id: str) -> Generation:
+        if self.down:
+            raise BackendUnavailableError("scripted backend is down")
+        self.calls.append((prompt, sampling, request_id))
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        texts = tuple(self.judge(prompt, i) for i in range(sampling.n))
+        return Generation(texts, prompt_tokens=len(prompt) // 4, completion_tokens=sum(len(t) // 4 for t in texts))
+
+    async def check_ready(self) -> None:
+        if self.down:
+            raise BackendUnavailableError("scripted backend is down")
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class ScriptedMetaRM:
+    """Rates a judgment by a function of its text (default: the number after 'sample')."""
+
+    rate: Callable[[MetaRMInput], float] = lambda item: float(re.search(r"sample (\d+)", item.judgment).group(1))  # type: ignore[union-attr]
+    seen: list[MetaRMInput] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return "scripted-meta-rm"
+
+    async def start(self) -> None:
+        return None
+
+    async def score(self, items: Sequence[MetaRMInput]) -> list[float]:
+        self.seen.extend(items)
+        return [self.rate(item) for item in items]
+
+    async def check_ready(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

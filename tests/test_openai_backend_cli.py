@@ -1,0 +1,107 @@
+"""The `openai` backend against a real vLLM OpenAI server subprocess, and the `grm-server score` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from server.errors import BackendUnavailableError
+from server.generators.openai_remote import OpenAIGenerator
+from server.judging import JudgeService
+from server.prompts import Message, PromptBuilder, TemplateName
+from server.settings import Settings
+from server.types import JudgeRequest
+from tests.conftest import free_port
+
+QUERY = (Message("user", "Name a primary colour."),)
+RESPONSES = ("Red is a primary colour.", "Green grass.")
+
+
+def openai_settings(url: str, **extra: object) -> Settings:
+    return Settings().with_overrides({"generator.backend": "openai", "generator.base_url": url, "judging.max_tokens": 160, **extra})
+
+
+@pytest.mark.remote
+async def test_openai_backend_judges_through_a_real_vllm_server(remote_url: str) -> None:
+    settings = openai_settings(remote_url)
+    gen = OpenAIGenerator(settings.generator)
+    await gen.start()
+    try:
+        assert gen.model_name == "smollm2-135m-instruct"  # discovered from /v1/models
+        svc = JudgeService(gen, PromptBuilder(TemplateName.GENERIC), settings)
+        result = await svc.judge(JudgeRequest(QUERY, RESPONSES, k=4, seed=5))
+        again = await svc.judge(JudgeRequest(QUERY, RESPONSES, k=4, seed=5))
+    finally:
+        await gen.close()
+    assert result.valid == 4  # structured_outputs.regex reached the server through extra_body
+    assert result.usage.engine_calls == 2 and result.usage.completion_tokens > 0
+    assert all(s.scores is not None and len(s.scores) == 2 for s in result.samples)
+    assert [s.text for s in result.samples] == [s.text for s in again.samples]  # seeds honoured remotely
+
+
+async def test_unreachable_openai_backend_is_a_clear_503() -> None:
+    settings = openai_settings(f"http://127.0.0.1:{free_port()}/v1")
+    gen = OpenAIGenerator(settings.generator)
+    await gen.start()  # does not raise: the server may come up later
+    with pytest.raises(BackendUnavailableError) as info:
+        await gen.check_ready()
+    assert "not reachable" in info.value.message and info.value.status == 503
+    with pytest.raises(BackendUnavailableError):
+        await JudgeService(gen, PromptBuilder(TemplateName.GENERIC), settings).judge(JudgeRequest(QUERY, RESPONSES, k=1))
+    await gen.close()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args], capture_output=True, text=True, timeout=600, env=env or dict(os.environ)
+    )
+
+
+@pytest.mark.remote
+def test_cli_score_json_matches_the_score_body(remote_url: str) -> None:
+    proc = run_cli(
+        "score", "--query", "What is 2+2?", "-r", "4", "-r", "5", "--k", "4", "--seed", "3", "--max-tokens", "160",
+        "--backend", "openai", "--base-url", remote_url, "--json", "--samples",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    body = json.loads(proc.stdout)
+    assert body["object"] == "score" and body["k"] == 4 and body["seed"] == 3
+    assert len(body["rewards"]) == 2 and body["best"] in (0, 1)
+    assert body["valid"] == 4 and len(body["samples"]) == 4
+    assert {"scores", "order", "meta_reward", "kept", "text", "principles", "critique", "error"} <= set(body["samples"][0])
+
+
+@pytest.mark.remote
+def test_cli_score_table(remote_url: str) -> None:
+    proc = run_cli("score", "--query", "Hi", "-r", "Hello!", "--k", "2", "--max-tokens", "160", "--backend", "openai", "--base-url", remote_url)
+    assert proc.returncode == 0, proc.stderr
+    assert "reward" in proc.stdout and "best: response 0" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--query", "q"], "Missing option '--response'"),
+        (["--query", "", "-r", "a", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"], "query is empty"),
+        (["--query", "q", "-r", "a", "--k", "0", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"], "k must be in 1..64"),
+        (["--query", "q", "-r", "a", "--k", "65", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"], "k must be in 1..64"),
+        (["--query", "q", "-r", "a", "--backend", "tgi"], "tgi"),
+        (["--query", "q", "-r", "a", "--backend", "openai"], "base_url is required"),
+    ],
+)
+def test_cli_bad_input_exits_2_naming_the_problem(args: list[str], needle: str) -> None:
+    proc = run_cli("score", *args)
+    assert proc.returncode == 2
+    assert needle in proc.stdout + proc.stderr
+
+
+def test_cli_unreachable_backend_prints_the_error_body() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    proc = run_cli("score", "--query", "q", "-r", "a", "--backend", "openai", "--base-url", url, "--json")
+    assert proc.returncode == 1
+    body = json.loads(proc.stdout)
+    assert body["error"]["type"] == "backend_unavailable" and url in body["error"]["message"]

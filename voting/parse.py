@@ -1,0 +1,91 @@
+"""Extract the score list from a judgment: the last `\\boxed{...}`, one integer 1..10 per response."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+MIN_SCORE = 1
+MAX_SCORE = 10
+_BOX_OPEN = "\\boxed{"
+_SEPARATORS = re.compile(r"[,，]")
+_INTEGER = re.compile(r"\d+")
+
+
+class ParseError(enum.StrEnum):
+    """Why a judgment cannot vote."""
+
+    NO_BOX = "no_box"
+    UNCLOSED_BOX = "unclosed_box"
+    EMPTY_BOX = "empty_box"
+    WRONG_COUNT = "wrong_count"
+    NOT_INTEGER = "not_integer"
+    OUT_OF_RANGE = "out_of_range"
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreParse:
+    """Either `scores` (one per response, in the judgment's order) or an `error` with `detail`."""
+
+    scores: tuple[int, ...] | None
+    error: ParseError | None = None
+    detail: str = ""
+
+    @property
+    def valid(self) -> bool:
+        return self.scores is not None
+
+
+def _last_box(text: str) -> str | None | ParseError:
+    start = text.rfind(_BOX_OPEN)
+    if start < 0:
+        return None
+    depth, i = 1, start + len(_BOX_OPEN)
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j]
+    return ParseError.UNCLOSED_BOX
+
+
+def parse_scores(text: str, n_responses: int) -> ScoreParse:
+    """Parse the last box of `text` into exactly `n_responses` integer scores in 1..10."""
+    box = _last_box(text)
+    if box is None:
+        return ScoreParse(None, ParseError.NO_BOX, "no \\boxed{...} in the judgment")
+    if isinstance(box, ParseError):
+        return ScoreParse(None, box, "the last \\boxed{ is never closed")
+    if not box.strip():
+        return ScoreParse(None, ParseError.EMPTY_BOX, "the score box is empty")
+    parts = [p.strip() for p in _SEPARATORS.split(box)]
+    if len(parts) != n_responses:
+        return ScoreParse(
+            None, ParseError.WRONG_COUNT, f"{len(parts)} scores for {n_responses} responses"
+        )
+    scores: list[int] = []
+    for part in parts:
+        if not _INTEGER.fullmatch(part):
+            return ScoreParse(None, ParseError.NOT_INTEGER, f"score {part!r} is not an integer")
+        value = int(part)
+        if not MIN_SCORE <= value <= MAX_SCORE:
+            return ScoreParse(None, ParseError.OUT_OF_RANGE, f"score {value} is outside 1..10")
+        scores.append(value)
+    return ScoreParse(tuple(scores))
+
+
+_SECTIONS = re.compile(
+    r"Specific Criteria:\s*(?P<principles>.*?)\s*Analysis:\s*(?P<critique>.*?)\s*(?:Scores:|\\boxed\{|$)",
+    re.DOTALL,
+)
+
+
+def split_judgment(text: str) -> tuple[str, str]:
+    """Return (principles, critique) of a judgment; empty strings where a section is missing."""
+    match = _SECTIONS.search(text)
+    if match is None:
+        return "", ""
+    return match.group("principles"), match.group("critique")
