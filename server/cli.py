@@ -87,6 +87,47 @@ def score(
     typer.echo(json.dumps(result.body(), indent=2) if as_json else _table(result, response))
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="bind port (default 8000)")] = None,
+    model: Annotated[str | None, typer.Option(help="GRM model path or name (default: embedded CPU model)")] = None,
+    backend: Annotated[Backend | None, typer.Option(help="vllm (in-process) or openai (remote server)")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible base URL of the GRM")] = None,
+    api_key: Annotated[list[str] | None, typer.Option("--api-key", help="accepted Bearer key (repeat); default: no auth")] = None,
+    meta_rm: Annotated[str | None, typer.Option("--meta-rm", help="Meta RM: a model path, 'embedded', or 'none'")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn/app log level")] = "info",
+) -> None:
+    """Serve the reward API (uvicorn); with no model, the embedded CPU default."""
+    import uvicorn
+
+    from server.app import create_app
+
+    overrides: dict[str, Any] = {
+        "server.host": host,
+        "server.port": port,
+        "generator.model": model,
+        "generator.backend": backend,
+        "generator.base_url": base_url,
+        "server.api_keys": api_key or None,
+    }
+    if meta_rm is not None:
+        choice = meta_rm.lower()
+        if choice in ("none", "embedded"):
+            overrides["meta_rm.backend"] = choice
+        else:
+            overrides.update({"meta_rm.backend": "hf", "meta_rm.model": meta_rm})
+    settings = load_settings(overrides)
+    logging.getLogger().setLevel(log_level.upper())
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
 async def _score_once(settings: Settings, item: ScoreItem, params: ScoreParams) -> ScoreResponse:
     from server.engines import open_service
     from server.judging import plan_request

@@ -2,6 +2,9 @@
 
     GRMError                       (500 internal_error)
     ├── InvalidRequestError        (400 invalid_request_error; `param` names the field)
+    ├── AuthenticationError        (401 authentication_error)
+    ├── NotFoundError              (404 not_found_error; e.g. an unknown model name)
+    ├── PayloadTooLargeError       (413 invalid_request_error)
     ├── ConfigurationError         (500 configuration_error; bad settings or missing package)
     ├── BackendError               (502 backend_error; the engine failed or is unreachable)
     │   └── BackendUnavailableError (503 backend_unavailable; not loaded / not ready)
@@ -31,6 +34,21 @@ class GRMError(Exception):
 
 class InvalidRequestError(GRMError):
     status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationError(GRMError):
+    status = 401
+    type = "authentication_error"
+
+
+class NotFoundError(GRMError):
+    status = 404
+    type = "not_found_error"
+
+
+class PayloadTooLargeError(GRMError):
+    status = 413
     type = "invalid_request_error"
 
 

@@ -11,7 +11,14 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from meta_rm.protocol import MetaRM, MetaRMInput
-from server.errors import InvalidRequestError, NoValidJudgmentError, OverloadedError, RequestTimeoutError
+from server.errors import (
+    BackendError,
+    GRMError,
+    InvalidRequestError,
+    NoValidJudgmentError,
+    OverloadedError,
+    RequestTimeoutError,
+)
 from server.generators.base import Generation, Generator, SamplingConfig
 from server.prompts import PromptBuilder, render_conversation
 from server.settings import Settings
@@ -197,7 +204,9 @@ class JudgeService:
             first = group.exceptions[0]
             while isinstance(first, ExceptionGroup):
                 first = first.exceptions[0]
-            raise first from None
+            if isinstance(first, GRMError):
+                raise first from None
+            raise BackendError(f"the generator failed: {type(first).__name__}: {first}") from first
         return [t.result() for t in tasks]
 
     async def _select(self, req: JudgeRequest, samples: list[Sample], k_meta: int) -> list[Sample]:

@@ -3,13 +3,15 @@ real `vllm.entrypoints.openai.api_server` subprocess started as soon as collecti
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -47,25 +49,18 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float, log: Pa
     raise RuntimeError(f"{url} not up after {timeout_s} s:\n{log.read_text()[-4000:]}")
 
 
-class Remote:
-    """A real vLLM OpenAI-compatible server serving the embedded model."""
+class Background:
+    """A server subprocess started early; `wait()` blocks until its health route answers."""
 
-    def __init__(self, model: Path, log_dir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.log = log_dir / "vllm-api-server.log"
-        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_LOGGING_LEVEL="WARNING")
-        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
-        cmd = [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(model), "--served-model-name", EMBEDDED_NAME,
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--enforce-eager", "--max-model-len", "4096",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    def __init__(self, name: str, cmd: list[str], port: int, env: dict[str, str]) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{name}-{port}.log"
+        full_env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_LOGGING_LEVEL="WARNING", **env)
+        full_env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
+        self.proc = subprocess.Popen(cmd, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=full_env)
 
     def wait(self) -> str:
-        wait_http(self.url.removesuffix("/v1") + "/health", self.proc, 300, self.log)
+        wait_http(self.url + "/health", self.proc, 420, self.log)
         return self.url
 
     def stop(self) -> None:
@@ -76,20 +71,48 @@ class Remote:
             self.proc.kill()
 
 
-_REMOTE_KEY = pytest.StashKey[Remote]()
+def start_vllm_api_server(model: Path) -> Background:
+    """A real vLLM OpenAI-compatible server serving the embedded model (`vllm serve` is broken in vllm-cpu)."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model), "--served-model-name", EMBEDDED_NAME,
+        "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--max-model-len", "4096",
+    ]  # fmt: skip
+    return Background("vllm-api-server", cmd, port, {})
+
+
+def start_grm_server() -> Background:
+    """A live `grm-server serve` on the embedded CPU default."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"]
+    return Background("grm-server", cmd, port, {"GRM_JUDGING__MAX_TOKENS": "192"})
+
+
+_SERVERS = pytest.StashKey[dict[str, Background]]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Start the remote server now, so it loads while the in-process engine tests run."""
+    """Start the servers the selected tests need now, so they load while other tests run."""
+    servers: dict[str, Background] = {}
     if any(item.get_closest_marker("remote") for item in items):
-        log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
-        config.stash[_REMOTE_KEY] = Remote(prepare_embedded_model(cache_dir()), log_dir)
+        servers["remote"] = start_vllm_api_server(prepare_embedded_model(cache_dir()))
+    if any(item.get_closest_marker("live") for item in items):
+        prepare_embedded_model(cache_dir())
+        servers["live"] = start_grm_server()
+    config.stash[_SERVERS] = servers
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    remote = config.stash.get(_REMOTE_KEY, None)
-    if remote is not None:
-        remote.stop()
+    for server in config.stash.get(_SERVERS, {}).values():
+        server.stop()
+
+
+def _server(request: pytest.FixtureRequest, marker: str) -> str:
+    server = request.config.stash.get(_SERVERS, {}).get(marker)
+    if server is None:
+        pytest.fail(f"this fixture needs the `{marker}` marker on the test")
+    return server.wait()
 
 
 @pytest.fixture(scope="session")
@@ -99,10 +122,14 @@ def embedded_model() -> Path:
 
 @pytest.fixture(scope="session")
 def remote_url(request: pytest.FixtureRequest) -> str:
-    remote = request.config.stash.get(_REMOTE_KEY, None)
-    if remote is None:
-        pytest.fail("remote fixture used by a test without the `remote` marker")
-    return remote.wait()
+    """Base URL (…/v1) of the real vLLM OpenAI-compatible server."""
+    return _server(request, "remote") + "/v1"
+
+
+@pytest.fixture(scope="session")
+def live_url(request: pytest.FixtureRequest) -> str:
+    """Base URL of the live grm-server process (real uvicorn, real CPU engine)."""
+    return _server(request, "live")
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -117,6 +144,12 @@ async def vllm_generator(embedded_model: Path) -> AsyncIterator[VLLMGenerator]:
     await gen.close()
 
 
-@pytest.fixture(scope="session")
-def data_dir() -> Iterator[Path]:
-    yield DATA_DIR
+def load_items(name: str, limit: int) -> list[dict[str, Any]]:
+    """Labelled items from ../shared/data/dev when present, else the committed sample."""
+    path = DATA_DIR / name
+    if not path.is_file():
+        path = ROOT / "tests" / "data" / "dev_sample.jsonl"
+    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    usable = [i for i in items if i["label"] is not None and not i["meta"].get("label_ambiguous")]
+    usable.sort(key=lambda i: len(json.dumps(i["prompt"])) + sum(len(r) for r in i["responses"]))
+    return usable[:limit]

@@ -1,0 +1,57 @@
+"""The app factory: `create_app(settings, generator=..., meta_rm=...)`; engines start in the lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from meta_rm.protocol import MetaRM
+from server.engines import open_service
+from server.errors import GRMError
+from server.generators.base import Generator
+from server.metrics import Metrics
+from server.routes import compat, native, ops
+from server.routes.edge import EdgeMiddleware, install_error_handlers
+from server.serving import Runtime, Serving
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, generator: Generator | None = None, meta_rm: MetaRM | None = None) -> FastAPI:
+    """Build the app; the engines (given, or built from settings) start when the app starts."""
+    metrics = Metrics()
+    runtime = Runtime()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                runtime.service = await stack.enter_async_context(open_service(settings, generator, meta_rm, observer=metrics))
+                runtime.error = None
+                logger.info("ready: serving %s", runtime.service.generator.model_name)
+            except GRMError as exc:
+                runtime.error = exc.message
+                logger.error("engines failed to start; /ready reports it: %s", exc.message)
+            yield
+            runtime.service, runtime.error = None, "shutting down"
+
+    app = FastAPI(
+        title="grm-server",
+        version="0.1.0",
+        summary="Inference-time scaling reward server (DeepSeek-GRM pointwise judgments, Voting@k, MetaRM@k)",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.serving = Serving(runtime, settings)
+    app.state.api_keys = [k.get_secret_value().encode() for k in settings.server.api_keys]
+    install_error_handlers(app)
+    app.add_middleware(EdgeMiddleware, metrics=metrics, max_body_bytes=settings.limits.max_body_bytes)
+    app.include_router(native.router)
+    app.include_router(compat.router)
+    app.include_router(ops.router)
+    return app

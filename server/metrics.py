@@ -1,0 +1,46 @@
+"""Prometheus metrics of one app (own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+
+from server.types import JudgeResult
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the scrape
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
+
+
+class Metrics:
+    """Request counts and latency by route and status, judgments, kept fraction, tokens, in-flight."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("grm_requests_total", "HTTP requests", ["route", "status"], registry=self.registry)
+        self.latency = Histogram("grm_request_latency_seconds", "HTTP request latency", ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.judgments = Counter("grm_judgments_total", "sampled judgments by parse result", ["result"], registry=self.registry)
+        self.kept_fraction = Histogram(
+            "grm_kept_fraction", "kept / valid judgments per scored item", buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 1.0), registry=self.registry
+        )
+        self.tokens = Counter("grm_tokens_total", "engine tokens", ["kind"], registry=self.registry)
+        self.disconnects = Counter("grm_client_disconnects_total", "requests cancelled by a client disconnect", registry=self.registry)
+        self.in_flight = Gauge("grm_requests_in_flight", "HTTP requests in flight (queue depth)", registry=self.registry)
+
+    # JudgeObserver
+    def judged(self, result: JudgeResult) -> None:
+        self.judgments.labels("valid").inc(result.valid)
+        if result.valid:
+            self.kept_fraction.observe(result.kept / result.valid)
+        self.tokens.labels("prompt").inc(result.usage.prompt_tokens)
+        self.tokens.labels("completion").inc(result.usage.completion_tokens)
+        self.tokens.labels("cached").inc(result.usage.cached_tokens)
+
+    def invalid(self, count: int) -> None:
+        self.judgments.labels("invalid").inc(count)
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""The HTTP edge: thin routers, dependencies, middleware and the one error boundary."""

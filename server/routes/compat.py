@@ -1,0 +1,32 @@
+"""Compatible routes: vLLM Score API, OpenRLHF /get_reward, OpenAI chat completions and models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from server.protocol_compat import ChatRewardRequest, RewardRequest, VLLMScoreRequest
+from server.routes.deps import RequestIdDep, ServingDep, check_auth, until_disconnect
+
+router = APIRouter(dependencies=[Depends(check_auth)], tags=["compatible"])
+
+
+@router.post("/v1/score", summary="vLLM Score API shape")
+async def vllm_score(body: VLLMScoreRequest, request: Request, serving: ServingDep, rid: RequestIdDep) -> dict[str, Any]:
+    return await until_disconnect(request, serving.vllm_score(body, rid))
+
+
+@router.post("/get_reward", summary="OpenRLHF remote reward model shape")
+async def get_reward(body: RewardRequest, request: Request, serving: ServingDep, rid: RequestIdDep) -> dict[str, Any]:
+    return await until_disconnect(request, serving.get_reward(body, rid))
+
+
+@router.post("/v1/chat/completions", summary="Reward of the final assistant turn, OpenAI chat shape")
+async def chat_completions(body: ChatRewardRequest, request: Request, serving: ServingDep, rid: RequestIdDep) -> dict[str, Any]:
+    return await until_disconnect(request, serving.chat_reward(body, rid))
+
+
+@router.get("/v1/models", summary="The served GRM")
+async def models(serving: ServingDep) -> dict[str, Any]:
+    return serving.models()

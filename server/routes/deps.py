@@ -1,0 +1,69 @@
+"""Route dependencies: the serving object, Bearer auth, request ids, and cancel-on-disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+
+from server.errors import AuthenticationError, GRMError
+from server.serving import Serving
+
+T = TypeVar("T")
+
+
+class ClientDisconnected(GRMError):
+    status = 499
+    type = "client_closed_request"
+
+
+def get_serving(request: Request) -> Serving:
+    serving: Serving = request.app.state.serving
+    return serving
+
+
+def request_id(request: Request) -> str:
+    rid: str = request.state.request_id
+    return rid
+
+
+def check_auth(request: Request) -> None:
+    keys = request.app.state.api_keys
+    if not keys:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not any(secrets.compare_digest(token.encode(), k) for k in keys):
+        raise AuthenticationError("missing or invalid API key (Authorization: Bearer <key>)")
+
+
+ServingDep = Annotated[Serving, Depends(get_serving)]
+RequestIdDep = Annotated[str, Depends(request_id)]
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run `work`; if the client goes away first, cancel it (aborting its engine requests)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task not in done:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            request.app.state.metrics.disconnects.inc()
+            raise ClientDisconnected("client disconnected; its engine requests were aborted")
+        return task.result()
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()

@@ -1,0 +1,140 @@
+"""The one error boundary and the request middleware (ids, body limit, metrics, access log)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import GRMError, OverloadedError, PayloadTooLargeError
+from server.metrics import Metrics
+
+logger = logging.getLogger("server.access")
+
+
+def error_response(exc: GRMError, request_id: str | None = None) -> JSONResponse:
+    headers = {"Retry-After": "1"} if isinstance(exc, OverloadedError) else {}
+    if request_id:
+        headers["X-Request-Id"] = request_id
+    return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
+
+
+def _validation_error(exc: RequestValidationError) -> GRMError:
+    errors = exc.errors()
+    if not errors:
+        return GRMError("invalid request")
+    err = errors[0]
+    if err.get("type") == "json_invalid":
+        return _invalid("the body is not valid JSON (UTF-8)", None, "json_invalid")
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return _invalid(f"{loc + ': ' if loc else ''}{err.get('msg', 'invalid value')}{more}", loc or None, str(err.get("type")))
+
+
+def _invalid(message: str, param: str | None, code: str | None) -> GRMError:
+    from server.errors import InvalidRequestError
+
+    return InvalidRequestError(message, param=param, code=code)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as {"error": {message, type, param, code}}; nothing else reaches the client."""
+
+    def rid(request: Request) -> str | None:
+        return getattr(request.state, "request_id", None)
+
+    async def on_grm(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, GRMError)
+        return error_response(exc, rid(request))
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(_validation_error(exc), rid(request))
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
+        detail = str(exc.detail)
+        if exc.status_code == 400 and "parsing the body" in detail:
+            detail = "the body could not be parsed: send JSON encoded as UTF-8"
+        err = GRMError(detail)
+        err.status, err.type = exc.status_code, kind
+        return error_response(err, rid(request))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("%s: unexpected error", rid(request))
+        return error_response(GRMError(f"internal error ({type(exc).__name__}); see the server log"), rid(request))
+
+    app.add_exception_handler(GRMError, on_grm)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+class EdgeMiddleware:
+    """Assigns the request id, caps the body size, times and counts the request, logs one line (no texts)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        start, status, seen, too_large = time.perf_counter(), 500, 0, False
+
+        async def send_tagged(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode("latin-1")))
+            await send(message)
+
+        async def send_app(message: Message) -> None:
+            if too_large:  # the app saw a disconnect; answer 413 instead of whatever it says
+                if message["type"] == "http.response.start":
+                    err = PayloadTooLargeError(f"the body exceeds {self.max_body} bytes", code="body_too_large")
+                    await error_response(err, rid)(scope, receive, send_tagged)
+                return
+            await send_tagged(message)
+
+        async def receive_capped() -> Message:
+            nonlocal seen, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    too_large = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        declared = headers.get(b"content-length")
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+                err = PayloadTooLargeError(f"the body has {int(declared)} bytes (limit {self.max_body})", code="body_too_large")
+                await error_response(err, rid)(scope, receive, send_tagged)
+                return
+            self.metrics.in_flight.inc()
+            try:
+                await self.app(scope, receive_capped, send_app)
+            finally:
+                self.metrics.in_flight.dec()
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            elapsed = time.perf_counter() - start
+            self.metrics.observe_request(path, status, elapsed)
+            logger.info("%s %s %s %d %.3fs %dB", rid, scope.get("method"), path, status, elapsed, seen)
+
+

@@ -1,0 +1,220 @@
+"""Serving classes: validate -> convert to JudgeRequests -> run -> build the response. No FastAPI here."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from server.errors import BackendUnavailableError, GRMError, InvalidRequestError, NotFoundError
+from server.judging import JudgeService
+from server.prompts import Message
+from server.protocol import ScoreItem, ScoreParams, ScoreRequest, ScoreResponse
+from server.protocol_compat import (
+    ChatChoice,
+    ChatChoiceMessage,
+    ChatRewardRequest,
+    ChatRewardResponse,
+    CompatUsage,
+    ModelCard,
+    ModelList,
+    RewardRequest,
+    RewardResponse,
+    ScoreData,
+    VLLMScoreRequest,
+    VLLMScoreResponse,
+)
+from server.settings import Settings
+from server.types import JudgeRequest, JudgeResult
+
+
+def unit_score(mean: float) -> float:
+    """Mean score 1..10 -> 0..1."""
+    return round((mean - 1.0) / 9.0, 6)
+
+
+def first_validation_error(exc: ValidationError, prefix: str = "") -> InvalidRequestError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if p != "body")
+    return InvalidRequestError(f"{prefix}{loc + ': ' if loc else ''}{err['msg']}", param=loc or None)
+
+
+@dataclass
+class Runtime:
+    """What the lifespan produced: a running service, or the reason there is none."""
+
+    service: JudgeService | None = None
+    error: str | None = "engines are loading"
+
+    def require(self) -> JudgeService:
+        if self.service is None:
+            raise BackendUnavailableError(f"not ready: {self.error}")
+        return self.service
+
+
+class Serving:
+    """One instance per app; every public method is one API surface."""
+
+    def __init__(self, runtime: Runtime, settings: Settings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+
+    @property
+    def model_name(self) -> str:
+        service = self.runtime.service
+        return service.generator.model_name if service is not None else "unavailable"
+
+    def _check_model(self, model: str | None) -> None:
+        if model and model != self.model_name:
+            raise NotFoundError(f"model {model!r} is not served here (serving {self.model_name!r})", param="model", code="model_not_found")
+
+    async def score(self, req: ScoreRequest, request_id: str) -> dict[str, Any]:
+        service = self.runtime.require()
+        async with service.admit():
+            result = await service.judge(req.to_judge_request(req, request_id))
+        return ScoreResponse.from_result(result, with_samples=req.return_samples).body()
+
+    async def score_batch(self, items: Sequence[Any], params: ScoreParams, request_id: str) -> dict[str, Any]:
+        """Each item is validated and judged on its own; a bad item gets an error entry, the rest go on."""
+        service = self.runtime.require()
+        limit = self.settings.limits.max_batch_items
+        if not items:
+            raise InvalidRequestError("items must hold at least one item", param="items")
+        if len(items) > limit:
+            raise InvalidRequestError(f"{len(items)} items (limit {limit})", param="items")
+
+        async def one(i: int, raw: Any) -> dict[str, Any]:
+            try:
+                item = ScoreItem.model_validate(raw)
+                result = await service.judge(item.to_judge_request(params, f"{request_id}-{i}"))
+            except ValidationError as exc:
+                return first_validation_error(exc, f"items.{i}: ").to_body()
+            except GRMError as exc:
+                return exc.to_body()
+            return ScoreResponse.from_result(result, with_samples=params.return_samples).body()
+
+        async with service.admit():
+            results = await asyncio.gather(*(one(i, raw) for i, raw in enumerate(items)))
+        return {"id": request_id, "object": "score.batch", "results": list(results)}
+
+    async def _judge_groups(self, groups: Sequence[_Group], knobs: Any, request_id: str) -> list[JudgeResult]:
+        """Judge several (conversation, responses) groups concurrently; any failure fails the call."""
+        service = self.runtime.require()
+        requests = [
+            JudgeRequest(
+                messages=g.messages,
+                responses=tuple(g.texts),
+                k=knobs.k,
+                k_meta=knobs.k_meta,
+                temperature=getattr(knobs, "temperature", None),
+                max_tokens=knobs.max_tokens,
+                seed=knobs.seed,
+                request_id=f"{request_id}-{j}",
+            )
+            for j, g in enumerate(groups)
+        ]
+        async with service.admit():
+            return list(await asyncio.gather(*(service.judge(r) for r in requests)))
+
+    async def vllm_score(self, req: VLLMScoreRequest, request_id: str) -> dict[str, Any]:
+        """vLLM Score API: candidates sharing a `text_1` are judged together; score = mean mapped to 0..1."""
+        self._check_model(req.model)
+        groups: dict[str, _Group] = {}
+        for index, (query, candidate) in enumerate(req.pairs()):
+            group = groups.setdefault(query, _Group((Message("user", query),)))
+            group.add(index, candidate)
+        results = await self._judge_groups(list(groups.values()), req, request_id)
+        data = [
+            ScoreData(index=index, score=unit_score(result.scores[pos]))
+            for group, result in zip(groups.values(), results, strict=True)
+            for pos, index in enumerate(group.indices)
+        ]
+        return VLLMScoreResponse(
+            id=request_id,
+            created=int(time.time()),
+            model=self.model_name,
+            data=sorted(data, key=lambda d: d.index),
+            usage=_usage(results),
+        ).model_dump(mode="json")
+
+    async def get_reward(self, req: RewardRequest, request_id: str) -> dict[str, Any]:
+        """OpenRLHF remote RM: rollouts sharing a prompt are judged together (at most `reward_group_cap`)."""
+        cap = self.settings.limits.reward_group_cap
+        prompts = req.prompts if req.prompts is not None else [""] * len(req.query)
+        by_prompt: dict[str, list[_Group]] = {}
+        for index, (full, prompt) in enumerate(zip(req.query, prompts, strict=True)):
+            if prompt and not full.startswith(prompt):
+                raise InvalidRequestError(f"query[{index}] does not start with prompts[{index}]", param=f"query.{index}")
+            if not prompt:
+                raise InvalidRequestError("prompts are required to split each query into prompt and response", param="prompts")
+            chunks = by_prompt.setdefault(prompt, [])
+            if not chunks or len(chunks[-1].indices) >= cap:
+                chunks.append(_Group((Message("user", prompt),)))
+            chunks[-1].add(index, full[len(prompt) :])
+        groups = [g for chunks in by_prompt.values() for g in chunks]
+        results = await self._judge_groups(groups, req, request_id)
+        rewards = [0.0] * len(req.query)
+        sums = [0.0] * len(req.query)
+        for group, result in zip(groups, results, strict=True):
+            for pos, index in enumerate(group.indices):
+                rewards[index] = result.scores[pos]
+                sums[index] = float(result.rewards[pos])
+        return RewardResponse(
+            rewards=rewards,
+            scores=[unit_score(r) for r in rewards],
+            extra_logs={"voted_sum": sums, "valid_judgments": [float(r.valid) for g, r in zip(groups, results, strict=True) for _ in g.indices]},
+        ).model_dump(mode="json")
+
+    async def chat_reward(self, req: ChatRewardRequest, request_id: str) -> dict[str, Any]:
+        """OpenAI-compatible reward call: judge the final assistant turn against the conversation before it."""
+        self._check_model(req.model)
+        if len(req.messages) < 2 or req.messages[-1].role != "assistant":
+            raise InvalidRequestError("messages must end with the assistant turn to judge, after a user turn", param="messages")
+        conversation = tuple(
+            Message("system" if m.role == "developer" else m.role, m.text()) for m in req.messages[:-1]
+        )
+        groups = [_Group(conversation)]
+        groups[0].add(0, req.messages[-1].text())
+        (result,) = await self._judge_groups(groups, req, request_id)
+        body = ScoreResponse.from_result(result, with_samples=False).body()
+        return ChatRewardResponse(
+            id=f"chatcmpl-{request_id}",
+            created=result.created,
+            model=self.model_name,
+            choices=[ChatChoice(message=ChatChoiceMessage(content=f"reward:{result.scores[0]:.4f}"))],
+            usage=_usage([result]),
+            reward=body,
+        ).model_dump(mode="json")
+
+    def models(self) -> dict[str, Any]:
+        created = int(time.time())
+        return ModelList(data=[ModelCard(id=self.model_name, created=created)]).model_dump(mode="json")
+
+    async def ready(self) -> dict[str, Any]:
+        """Raise BackendUnavailableError with the reason unless every engine can serve now."""
+        service = self.runtime.require()
+        await service.generator.check_ready()
+        if service.meta_rm is not None:
+            await service.meta_rm.check_ready()
+        return {"status": "ready", "model": self.model_name, "meta_rm": service.meta_rm.name if service.meta_rm else None}
+
+
+@dataclass
+class _Group:
+    messages: tuple[Message, ...]
+    indices: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+
+    def add(self, index: int, text: str) -> None:
+        self.indices.append(index)
+        self.texts.append(text)
+
+
+def _usage(results: Sequence[JudgeResult]) -> CompatUsage:
+    prompt = sum(r.usage.prompt_tokens for r in results)
+    completion = sum(r.usage.completion_tokens for r in results)
+    return CompatUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
