@@ -31,9 +31,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 serve: install
+	@mkdir -p $(TMPDIR)
 	$(BIN)/grm-server serve --host $(HOST) --port $(PORT)
 
 test: install
+	@mkdir -p $(TMPDIR)
 	$(BIN)/ruff check server meta_rm voting tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
