@@ -15,6 +15,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 
 class GRMError(Exception):
     """Base class: carries the OpenAI error `type`, HTTP `status`, and the offending `param`."""
@@ -80,3 +83,16 @@ class OverloadedError(GRMError):
 class RequestTimeoutError(GRMError):
     status = 504
     type = "timeout"
+
+
+def invalid_from_errors(errors: Sequence[Mapping[str, Any]], prefix: str = "") -> InvalidRequestError:
+    """A pydantic/FastAPI validation error list -> one 400 naming the first bad field (`param`)."""
+    if not errors:
+        return InvalidRequestError(f"{prefix}invalid request")
+    err = errors[0]
+    if err.get("type") == "json_invalid":
+        return InvalidRequestError(f"{prefix}the body is not valid JSON (UTF-8)", code="json_invalid")
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    message = f"{prefix}{loc + ': ' if loc else ''}{err.get('msg', 'invalid value')}{more}"
+    return InvalidRequestError(message, param=loc or None, code=str(err.get("type")))

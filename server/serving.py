@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from server.errors import BackendUnavailableError, GRMError, InvalidRequestError, NotFoundError
+from server.errors import BackendUnavailableError, GRMError, InvalidRequestError, NotFoundError, invalid_from_errors
 from server.judging import JudgeService
 from server.prompts import Message
 from server.protocol import ScoreItem, ScoreParams, ScoreRequest, ScoreResponse
@@ -35,12 +35,6 @@ from server.types import JudgeRequest, JudgeResult
 def unit_score(mean: float) -> float:
     """Mean score 1..10 -> 0..1."""
     return round((mean - 1.0) / 9.0, 6)
-
-
-def first_validation_error(exc: ValidationError, prefix: str = "") -> InvalidRequestError:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if p != "body")
-    return InvalidRequestError(f"{prefix}{loc + ': ' if loc else ''}{err['msg']}", param=loc or None)
 
 
 @dataclass
@@ -92,7 +86,7 @@ class Serving:
                 item = ScoreItem.model_validate(raw)
                 result = await service.judge(item.to_judge_request(params, f"{request_id}-{i}"))
             except ValidationError as exc:
-                return first_validation_error(exc, f"items.{i}: ").to_body()
+                return invalid_from_errors(exc.errors(), f"items.{i}: ").to_body()
             except GRMError as exc:
                 return exc.to_body()
             return ScoreResponse.from_result(result, with_samples=params.return_samples).body()

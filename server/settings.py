@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +37,10 @@ class GeneratorSettings(BaseModel):
     api_key: SecretStr | None = Field(None, description="API key for the OpenAI-compatible server")
     template: TemplateName = Field(TemplateName.AUTO, description="judging prompt template")
     structured_output: bool = Field(True, description="constrain decoding to a parseable score box")
+    structured_output_backend: Literal["guidance", "xgrammar", "outlines", "auto"] = Field(
+        "guidance",
+        description="vLLM structured-output backend (vllm): guidance compiles the length-bounded score regex lazily; xgrammar takes seconds per new (n, max_tokens)",
+    )
     max_model_len: int = Field(4096, ge=256, description="engine context length (vllm)")
     dtype: str = Field("auto", description="engine dtype (vllm)")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (vllm)")

@@ -78,6 +78,7 @@ def start_vllm_api_server(model: Path) -> Background:
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model), "--served-model-name", EMBEDDED_NAME,
         "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--max-model-len", "4096",
+        "--structured-outputs-config.backend", "guidance",
     ]  # fmt: skip
     return Background("vllm-api-server", cmd, port, {})
 

@@ -50,6 +50,7 @@ class VLLMGenerator:
         configure_cpu_environment(self._cache_dir, self._settings.cpu_kvcache_gb)
         try:
             from transformers import AutoTokenizer
+            from vllm.config import StructuredOutputsConfig
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -64,6 +65,7 @@ class VLLMGenerator:
             gpu_memory_utilization=s.gpu_memory_utilization,
             enforce_eager=s.enforce_eager,
             enable_prefix_caching=True,
+            structured_outputs_config=StructuredOutputsConfig(backend=s.structured_output_backend),
             distributed_executor_backend="uni" if s.tensor_parallel_size == 1 else None,
         )
         try:

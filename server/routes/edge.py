@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import GRMError, OverloadedError, PayloadTooLargeError
+from server.errors import GRMError, OverloadedError, PayloadTooLargeError, invalid_from_errors
 from server.metrics import Metrics
 
 logger = logging.getLogger("server.access")
@@ -23,24 +23,6 @@ def error_response(exc: GRMError, request_id: str | None = None) -> JSONResponse
     if request_id:
         headers["X-Request-Id"] = request_id
     return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
-
-
-def _validation_error(exc: RequestValidationError) -> GRMError:
-    errors = exc.errors()
-    if not errors:
-        return GRMError("invalid request")
-    err = errors[0]
-    if err.get("type") == "json_invalid":
-        return _invalid("the body is not valid JSON (UTF-8)", None, "json_invalid")
-    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return _invalid(f"{loc + ': ' if loc else ''}{err.get('msg', 'invalid value')}{more}", loc or None, str(err.get("type")))
-
-
-def _invalid(message: str, param: str | None, code: str | None) -> GRMError:
-    from server.errors import InvalidRequestError
-
-    return InvalidRequestError(message, param=param, code=code)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -55,7 +37,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(_validation_error(exc), rid(request))
+        return error_response(invalid_from_errors(exc.errors()), rid(request))
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
