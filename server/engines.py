@@ -36,8 +36,16 @@ def build_prompt_builder(settings: Settings) -> PromptBuilder:
 
 
 def build_meta_rm(settings: Settings) -> MetaRM | None:
-    """The configured Meta RM, or None for plain voting."""
-    return None
+    """The configured Meta RM (not started), or None for plain voting; bad settings raise ConfigurationError."""
+    from meta_rm.errors import MetaRMConfigError
+    from meta_rm.factory import build_meta_rm as build
+    from server.errors import ConfigurationError
+
+    cache = Path(settings.cache_dir)
+    try:
+        return build(settings.meta_rm, cache, embedded_backbone=lambda: prepare_embedded_model(cache))
+    except MetaRMConfigError as exc:
+        raise ConfigurationError(f"Meta RM: {exc}") from exc
 
 
 __all__ = ["TemplateName", "build_generator", "build_meta_rm", "build_prompt_builder", "open_service"]

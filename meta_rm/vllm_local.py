@@ -1,0 +1,134 @@
+"""The vLLM pooling Meta RM in-process (the GPU path; also runs on vLLM CPU): `AsyncLLM.encode`, task classify."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any, cast
+
+from meta_rm.errors import MetaRMBackendError, MetaRMConfigError, MetaRMUnavailableError
+from meta_rm.inputs import encode
+from meta_rm.protocol import MetaRMInput
+
+logger = logging.getLogger(__name__)
+
+
+def _cpu_environment(cache_dir: str) -> None:
+    """What vLLM CPU reads at import (values already set win): all cores, a small KV cache, contained caches."""
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{max(0, (os.cpu_count() or 1) - 1)}")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_CACHE_ROOT", os.path.join(cache_dir, "vllm"))
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+class VLLMMetaRM:
+    """Owns one pooling `AsyncLLM`. Tokenizes locally with `meta_rm.inputs` (the text training saw) and
+    sends token ids; every judgment is its own request, so vLLM batches them and shares prefixes."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        cache_dir: str,
+        name: str | None = None,
+        max_length: int = 4096,
+        dtype: str = "auto",
+        gpu_memory_utilization: float = 0.2,
+        tensor_parallel_size: int = 1,
+        enforce_eager: bool = True,
+    ) -> None:
+        self._model_path = model
+        self._cache_dir = cache_dir
+        self._name = name or model
+        self._max_length = max_length
+        self._dtype = dtype
+        self._gpu_memory_utilization = gpu_memory_utilization
+        self._tp = tensor_parallel_size
+        self._eager = enforce_eager
+        self._engine: Any = None
+        self._tokenizer: Any = None
+        self._error: str | None = "Meta RM engine not started"
+        self._counter = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def start(self) -> None:
+        _cpu_environment(self._cache_dir)
+        try:
+            import torch
+            from transformers import AutoTokenizer
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise MetaRMConfigError(f"the vllm Meta RM backend needs vLLM installed: {exc}") from exc
+        dtype = self._dtype
+        if dtype == "auto" and not torch.cuda.is_available():
+            dtype = "float32"  # vLLM CPU would pick the checkpoint's bf16: slower, and off from the HF scores
+        args = AsyncEngineArgs(
+            model=self._model_path,
+            served_model_name=self._name,
+            runner="pooling",
+            dtype=cast(Any, dtype),
+            max_model_len=self._max_length,
+            tensor_parallel_size=self._tp,
+            gpu_memory_utilization=self._gpu_memory_utilization,
+            enforce_eager=self._eager,
+            distributed_executor_backend="uni" if self._tp == 1 else None,
+        )
+        try:
+            self._tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self._model_path)
+            self._engine = AsyncLLM.from_engine_args(args)
+        except Exception as exc:
+            self._error = f"vLLM pooling engine failed to start: {exc}"
+            raise MetaRMUnavailableError(self._error) from exc
+        if "classify" not in await self._engine.get_supported_tasks():
+            self._engine.shutdown()
+            self._engine = None
+            raise MetaRMConfigError(f"{self._model_path} is not a sequence-classification model (vLLM cannot classify with it)")
+        self._error = None
+
+    async def _one(self, ids: list[int]) -> float:
+        from vllm import PoolingParams
+
+        self._counter += 1
+        params = PoolingParams(task="classify", use_activation=False)
+        final = None
+        async for out in self._engine.encode({"prompt_token_ids": ids}, params, f"meta-rm-{self._counter}"):
+            final = out
+        if final is None:  # pragma: no cover - vLLM always yields a final output
+            raise MetaRMBackendError("vLLM returned no pooling output")
+        return float(final.outputs.data.flatten()[0])
+
+    async def score(self, items: Sequence[MetaRMInput]) -> list[float]:
+        if self._engine is None:
+            raise MetaRMUnavailableError(self._error or "Meta RM engine not started")
+        if not items:
+            return []
+        ids = await asyncio.to_thread(encode, items, self._tokenizer, self._max_length)
+        try:
+            return list(await asyncio.gather(*(self._one(x) for x in ids)))
+        except MetaRMBackendError:
+            raise
+        except Exception as exc:
+            if self._engine.errored:
+                self._error = f"vLLM pooling engine is dead: {exc}"
+                raise MetaRMUnavailableError(self._error) from exc
+            raise MetaRMBackendError(f"vLLM pooling failed: {exc}") from exc
+
+    async def check_ready(self) -> None:
+        if self._engine is None or self._error:
+            raise MetaRMUnavailableError(self._error or "Meta RM engine not started")
+        if self._engine.errored:
+            raise MetaRMUnavailableError("vLLM pooling engine is dead")
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+            self._error = "Meta RM engine closed"
