@@ -10,11 +10,17 @@ from typing import Annotated, Any
 
 import typer
 
+from server.cli_eval import eval_command
+from server.cli_meta import meta_app
 from server.errors import GRMError
 from server.protocol import ScoreItem, ScoreParams, ScoreResponse
 from server.settings import Backend, Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Inference-time scaling reward server (DeepSeek-GRM, SPCT).")
+
+
+app.add_typer(meta_app, name="meta-rm")
+app.command("eval")(eval_command)
 
 
 @app.callback()

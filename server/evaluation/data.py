@@ -1,0 +1,136 @@
+"""Evaluation items from the normalized JSONL format: filtering, seeded selection and seeded response order."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Why an item is left out of accuracy (MANIFEST.md of the dev data).
+SKIP_TIE = "tie"
+SKIP_AMBIGUOUS = "label_ambiguous"
+SKIP_IDENTICAL = "identical_responses"
+SKIP_TOO_LONG = "too_long"
+SKIP_SINGLE = "single_response"
+
+
+@dataclass(frozen=True, slots=True)
+class EvalItem:
+    """One labelled item as sent: `responses` already permuted, `label` indexes the permuted list.
+
+    `perm[j]` is the index in the source file of the response sent at position j, so the source's
+    label is `perm[label]`. Sets stored best-first would otherwise always show the best response first.
+    """
+
+    key: str
+    file: str
+    id: str
+    source: str
+    category: str
+    prompt: str | tuple[tuple[str, str], ...]
+    responses: tuple[str, ...]
+    label: int
+    perm: tuple[int, ...]
+    seed: int
+
+    def body(self) -> dict[str, Any]:
+        """The conversation and responses as a `/score` body (`query` or `messages`)."""
+        if isinstance(self.prompt, str):
+            return {"query": self.prompt, "responses": list(self.responses)}
+        messages = [{"role": role, "content": content} for role, content in self.prompt]
+        return {"messages": messages, "responses": list(self.responses)}
+
+
+@dataclass
+class Selection:
+    """The items chosen for a run and, per file and reason, how many were left out."""
+
+    items: list[EvalItem] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+    available: dict[str, int] = field(default_factory=dict)
+
+
+def derive_seed(run_seed: int, key: str, purpose: str) -> int:
+    """A per-item seed, stable across runs and processes (str seeds hash with SHA-512 in `random`)."""
+    return random.Random(f"{purpose}:{run_seed}:{key}").randrange(2**31)
+
+
+def skip_reason(raw: dict[str, Any], max_chars: int | None) -> str | None:
+    """Why a raw item cannot count towards accuracy, or None if it can."""
+    meta = raw.get("meta") or {}
+    if raw.get("label") is None:
+        return SKIP_TIE
+    if meta.get("label_ambiguous"):
+        return SKIP_AMBIGUOUS
+    if meta.get("identical_responses") or len(set(raw["responses"])) < len(raw["responses"]):
+        return SKIP_IDENTICAL
+    if len(raw["responses"]) < 2:
+        return SKIP_SINGLE
+    if max_chars is not None and item_chars(raw) > max_chars:
+        return SKIP_TOO_LONG
+    return None
+
+
+def item_chars(raw: dict[str, Any]) -> int:
+    prompt = raw["prompt"]
+    chars = len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
+    return chars + sum(len(r) for r in raw["responses"])
+
+
+def to_item(raw: dict[str, Any], file: str, run_seed: int) -> EvalItem:
+    """Permute the responses with a seed derived from the run seed and the item's key."""
+    key = f"{file}:{raw['id']}"
+    n = len(raw["responses"])
+    perm = list(range(n))
+    random.Random(derive_seed(run_seed, key, "order")).shuffle(perm)
+    prompt = raw["prompt"]
+    conversation: str | tuple[tuple[str, str], ...] = (
+        prompt if isinstance(prompt, str) else tuple((m["role"], m["content"]) for m in prompt)
+    )
+    return EvalItem(
+        key=key,
+        file=file,
+        id=str(raw["id"]),
+        source=str(raw.get("source") or file),
+        category=str(raw.get("category") or raw.get("source") or file),
+        prompt=conversation,
+        responses=tuple(raw["responses"][i] for i in perm),
+        label=perm.index(int(raw["label"])),
+        perm=tuple(perm),
+        seed=derive_seed(run_seed, key, "request"),
+    )
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def select_items(paths: Sequence[Path], *, limit: int | None, seed: int, max_chars: int | None = None) -> Selection:
+    """Usable items of each file; with `limit`, a seeded sample of at most that many per file (in file order)."""
+    selection = Selection()
+    for path in paths:
+        usable = []
+        for raw in read_jsonl(path):
+            reason = skip_reason(raw, max_chars)
+            if reason is None:
+                usable.append(raw)
+            else:
+                selection.skipped[reason] += 1
+        selection.available[path.name] = len(usable)
+        if limit is not None and len(usable) > limit:
+            # A seeded shuffle cut at `limit`: a larger limit keeps every item of a smaller one (resume reuses them).
+            ranked = list(range(len(usable)))
+            random.Random(derive_seed(seed, path.name, "sample")).shuffle(ranked)
+            keep = set(ranked[:limit])
+            usable = [raw for i, raw in enumerate(usable) if i in keep]
+        selection.items.extend(to_item(raw, path.name, seed) for raw in usable)
+    keys = Counter(item.key for item in selection.items)
+    duplicated = [key for key, count in keys.items() if count > 1]
+    if duplicated:
+        raise ValueError(f"item ids repeat within a file: {duplicated[:3]}")
+    return selection
