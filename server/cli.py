@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from server.cli_common import load_settings
 from server.cli_eval import eval_command
 from server.cli_meta import meta_app
 from server.errors import GRMError
@@ -26,15 +27,6 @@ app.command("eval")(eval_command)
 @app.callback()
 def _root() -> None:
     """Inference-time scaling reward server (DeepSeek-GRM, SPCT)."""
-
-
-def load_settings(overrides: dict[str, Any]) -> Settings:
-    """Settings from the environment, with the CLI's options on top; a bad value exits with code 2."""
-    try:
-        return Settings().with_overrides(overrides)
-    except ValueError as exc:
-        typer.echo(f"invalid settings: {exc}", err=True)
-        raise typer.Exit(2) from exc
 
 
 def _fail(exc: GRMError, as_json: bool) -> None:

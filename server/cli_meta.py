@@ -13,19 +13,12 @@ import typer
 
 from meta_rm.errors import MetaRMError
 from meta_rm.records import JudgmentRecord, read_records, write_records
+from server.cli_common import load_settings
 from server.errors import GRMError
 from server.settings import Backend, MetaRMBackend, Settings
 
 meta_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Meta RM: training data, training, evaluation.")
 logger = logging.getLogger(__name__)
-
-
-def _settings(overrides: dict[str, Any]) -> Settings:
-    try:
-        return Settings().with_overrides(overrides)
-    except ValueError as exc:
-        typer.echo(f"invalid settings: {exc}", err=True)
-        raise typer.Exit(2) from exc
 
 
 def _records(path: Path) -> list[JudgmentRecord]:
@@ -59,7 +52,7 @@ def build_data(
     """Sample K judgments per labelled item with the GRM and label each correct/incorrect."""
     from server.meta_data import load_items, select_items
 
-    settings = _settings(
+    settings = load_settings(
         {"generator.backend": backend, "generator.base_url": base_url, "generator.model": model, "meta_rm.backend": MetaRMBackend.NONE}
     )
     try:
@@ -127,7 +120,7 @@ def train(
     from server.embedded import EMBEDDED_NAME, prepare_embedded_model
 
     records = _records(data)
-    settings = _settings({})
+    settings = load_settings({})
     try:
         base = model or str(prepare_embedded_model(Path(settings.cache_dir)))
         config = TrainConfig(
@@ -164,7 +157,7 @@ def evaluate(
     from meta_rm.evaluate import compare
 
     records = _records(data)
-    settings = _settings({"meta_rm.backend": backend, "meta_rm.model": model, "meta_rm.base_url": base_url})
+    settings = load_settings({"meta_rm.backend": backend, "meta_rm.model": model, "meta_rm.base_url": base_url})
     if backend is MetaRMBackend.NONE:
         typer.echo("choose a Meta RM backend to evaluate", err=True)
         raise typer.Exit(2)
