@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import time
 from pathlib import Path
@@ -115,7 +116,14 @@ async def measure(paths: Paths, k: int, concurrency: int, rounds: int, max_token
         }
     out["latency_ratio"] = out["ours"]["latency_median_s"] / out["direct"]["latency_median_s"]
     out["throughput_ratio"] = out["ours"]["requests_per_s"] / out["direct"]["requests_per_s"]
+    out["paired_wall_ratio"] = paired_ratio(out["ours"]["walls_s"], out["direct"]["walls_s"])
     return out
+
+
+def paired_ratio(ours: list[float], direct: list[float]) -> float:
+    """Geometric mean over rounds of ours/direct wall time, each round's two runs back to back: robust to
+    load that drifts between rounds (at concurrency 1 a round's wall time is the request's latency)."""
+    return math.exp(sum(math.log(a / b) for a, b in zip(ours, direct, strict=True)) / len(ours))
 
 
 async def run(args: argparse.Namespace, vllm_url: str, grm_url: str) -> list[dict[str, Any]]:
@@ -134,6 +142,14 @@ async def run(args: argparse.Namespace, vllm_url: str, grm_url: str) -> list[dic
                 print(f"k={k} c={concurrency}: latency x{row['latency_ratio']:.3f}, throughput x{row['throughput_ratio']:.3f}", file=sys.stderr)
         await engine.close()
     return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    headers = ["k", "conc", "rounds", "ours p50 s", "direct p50 s", "latency x", "ours req/s", "direct req/s", "throughput x",
+               "paired x", "tokens ours/direct"]  # fmt: skip
+    return table(headers, [[r["k"], r["concurrency"], r["rounds"], r["ours"]["latency_median_s"], r["direct"]["latency_median_s"], r["latency_ratio"],
+                            r["ours"]["requests_per_s"], r["direct"]["requests_per_s"], r["throughput_ratio"], r["paired_wall_ratio"],
+                            f"{r['ours']['completion_tokens']}/{r['direct']['completion_tokens']}"] for r in rows])  # fmt: skip
 
 
 def main() -> None:
@@ -168,10 +184,7 @@ def main() -> None:
             grm.stop()
         if vllm is not None:
             vllm.stop()
-    headers = ["k", "conc", "rounds", "ours p50 s", "direct p50 s", "latency x", "ours req/s", "direct req/s", "throughput x", "tokens ours/direct"]
-    print(table(headers, [[r["k"], r["concurrency"], r["rounds"], r["ours"]["latency_median_s"], r["direct"]["latency_median_s"], r["latency_ratio"],
-                           r["ours"]["requests_per_s"], r["direct"]["requests_per_s"], r["throughput_ratio"],
-                           f"{r['ours']['completion_tokens']}/{r['direct']['completion_tokens']}"] for r in rows]))  # fmt: skip
+    print(format_rows(rows))
     print(f"grm-server process CPU: {grm_cpu:.1f} s over {wall:.0f} s of benchmark")
     path = write_json(args.out, {"bench": "overhead", "machine": info, "engine_flags": list(VLLM_FLAGS) if vllm else "external: " + vllm_url, "max_tokens": args.max_tokens,
                                  "grm_server_cpu_s": grm_cpu, "wall_s": wall, "rows": rows,

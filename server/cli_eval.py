@@ -46,12 +46,14 @@ def eval_command(
     backend: Annotated[Backend | None, typer.Option(help="in-process: vllm (engine) or openai (an OpenAI-compatible server)")] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible base URL (in-process, openai backend)")] = None,
     model: Annotated[str | None, typer.Option(help="GRM model path or name (in-process; default: the embedded CPU model)")] = None,
+    meta_rm: Annotated[str | None, typer.Option("--meta-rm", help="in-process Meta RM: a model path, 'embedded', or 'none'")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print results.json instead of the table")] = False,
 ) -> None:
     """Accuracy of greedy, Voting@k and MetaRM@k on labelled DATA, with bootstrap CIs; reruns resume."""
     try:
-        settings = Settings().with_overrides({"generator.backend": backend, "generator.base_url": base_url, "generator.model": model})
+        overrides: dict[str, Any] = {"generator.backend": backend, "generator.base_url": base_url, "generator.model": model}
+        settings = Settings().with_overrides({**overrides, **_meta_rm_overrides(meta_rm)})
         options = EvalOptions(
             data=tuple(data),
             out=out,
@@ -81,6 +83,16 @@ def eval_command(
         return
     typer.echo(format_table(results))
     typer.echo(f"{results['items']['evaluated']} items evaluated of {results['items']['selected']} selected; results in {out}/")
+
+
+def _meta_rm_overrides(meta_rm: str | None) -> dict[str, Any]:
+    """`--meta-rm` as `grm-server serve` reads it: 'none', 'embedded', or a model path (transformers)."""
+    if meta_rm is None:
+        return {}
+    choice = meta_rm.lower()
+    if choice in ("none", "embedded"):
+        return {"meta_rm.backend": choice}
+    return {"meta_rm.backend": "hf", "meta_rm.model": meta_rm}
 
 
 async def _run(options: EvalOptions, settings: Settings, url: str | None, api_key: str | None) -> dict[str, Any]:

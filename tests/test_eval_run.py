@@ -163,9 +163,14 @@ async def test_items_the_judge_rejects_are_recorded_and_left_out(tmp_path: Path)
 async def test_metarm_rows_when_the_judge_has_a_meta_rm(tmp_path: Path) -> None:
     data = write_data(tmp_path / "pairs.jsonl", 10)
     # The Meta RM trusts higher sample indices; with k_meta = k/2 it keeps the last half of the samples.
-    results = await evaluate(ServiceScorer(service(meta=ScriptedMetaRM())), options(data, tmp_path / "m", ks=(1, 2, 4, 8)), log=lambda _: None)
+    opts = options(data, tmp_path / "m", ks=(1, 2, 4, 8), k_meta=("half", 1))
+    results = await evaluate(ServiceScorer(service(meta=ScriptedMetaRM())), opts, log=lambda _: None)
     names = [r["name"] for r in results["rows"]]
-    assert names[-4:] == ["metarm@1 (k_meta=1)", "metarm@2 (k_meta=1)", "metarm@4 (k_meta=2)", "metarm@8 (k_meta=4)"]
+    assert names[-8:-4] == ["metarm@1 (k_meta=1)", "metarm@2 (k_meta=1)", "metarm@4 (k_meta=2)", "metarm@8 (k_meta=4)"]
+    assert names[-1] == "metarm_kmeta1@8 (k_meta=1)"
+    acc = rows(results)
+    # k_meta=1 keeps the highest-rated sample, the last one, always shown in the same rotation: position-biased
+    assert acc["metarm@8 (k_meta=4)"] == 1.0 and acc["metarm_kmeta1@8 (k_meta=1)"] < 1.0
     assert results["config"]["meta_rm"] == "scripted-meta-rm" and results["config"]["request_k_meta"] == 4
     assert results["notes"] == []
     logged: list[str] = []
@@ -213,3 +218,14 @@ def test_cli_eval_bad_options_and_unreachable_server(tmp_path: Path, args: list[
     result = CliRunner().invoke(cli_app, ["eval", str(data), "--out", str(tmp_path / "o"), "--no-progress", *args])
     assert result.exit_code == code, result.output
     assert needle in re.sub(r"\s+", " ", result.output)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, {}), ("none", {"meta_rm.backend": "none"}), ("Embedded", {"meta_rm.backend": "embedded"}),
+     ("/models/meta", {"meta_rm.backend": "hf", "meta_rm.model": "/models/meta"})],
+)  # fmt: skip
+def test_cli_meta_rm_option_reads_like_serve(value: str | None, expected: dict[str, str]) -> None:
+    from server.cli_eval import _meta_rm_overrides
+
+    assert _meta_rm_overrides(value) == expected

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,10 +165,3 @@ def position_bias(judgments: Iterable[JudgedPosition], *, resamples: int = 1000,
     out["gap"] = None if a is None or b is None else round(a - b, 6)
     return out
 
-
-def merge_counts(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for c in counts:
-        for key, value in c.items():
-            total[key] = total.get(key, 0) + value
-    return dict(sorted(total.items()))

@@ -99,7 +99,7 @@ def sweep(
     strategy: OrderStrategy = OrderStrategy.ROTATE,
     k_meta_specs: Sequence[str | int] = (),
 ) -> dict[tuple[str, int], tuple[int, ...] | None]:
-    """Voted rewards per (method, k): `voting`, and `metarm` / `metarm@<k_meta>` for each k_meta spec."""
+    """Voted rewards per (method, k): `voting`, and `metarm` / `metarm_kmeta<v>` for each k_meta spec."""
     out: dict[tuple[str, int], tuple[int, ...] | None] = {}
     orders = [j.order for j in judgments]
     for k in ks:
@@ -111,4 +111,5 @@ def sweep(
 
 
 def metarm_method(spec: str | int) -> str:
-    return "metarm" if spec == HALF else f"metarm@{spec}"
+    """`metarm` for k_meta = k/2, `metarm_kmeta<v>` for a fixed k_meta = v."""
+    return "metarm" if spec == HALF else f"metarm_kmeta{spec}"
