@@ -131,7 +131,12 @@ def train(
         result = fit(records, config, progress=True)
         save_checkpoint(result, out, config)
         if export_head is not None:
-            info = {"backbone": model or EMBEDDED_NAME, "trained_on": data.name, "loss_after": result.loss_after, **result.metrics}
+            info = {
+                "backbone": model or EMBEDDED_NAME, "trained_on": data.name,
+                "train_config": {"epochs": config.epochs, "lr": config.lr, "l2": config.l2, "max_length": config.max_length,
+                                 "eval_fraction": config.eval_fraction, "seed": config.seed},
+                "loss_before": result.loss_before, "loss_after": result.loss_after, **result.metrics,
+            }  # fmt: skip
             write_head(result.model, export_head, info)
     except (ValueError, OSError, MetaRMError, GRMError) as exc:
         typer.echo(f"training failed: {exc}", err=True)
@@ -150,32 +155,34 @@ def evaluate(
     backend: Annotated[MetaRMBackend, typer.Option(help="Meta RM backend")] = MetaRMBackend.EMBEDDED,
     model: Annotated[str | None, typer.Option(help="Meta RM path or name (hf, vllm)")] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="pooling server (remote)")] = None,
-    k_meta: Annotated[int | None, typer.Option("--k-meta", help="judgments kept per item (default: half)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the numbers as JSON")] = False,
+    k_meta: Annotated[list[int] | None, typer.Option("--k-meta", help="judgments kept per item (repeat; default: half)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the numbers as JSON lines")] = False,
 ) -> None:
     """Rate stored judgments with a Meta RM: AUC, accuracy, and Voting@k vs MetaRM@k on their items."""
     from meta_rm.evaluate import compare
 
     records = _records(data)
-    settings = load_settings({"meta_rm.backend": backend, "meta_rm.model": model, "meta_rm.base_url": base_url})
     if backend is MetaRMBackend.NONE:
         typer.echo("choose a Meta RM backend to evaluate", err=True)
         raise typer.Exit(2)
+    settings = load_settings({"meta_rm.backend": backend, "meta_rm.model": model, "meta_rm.base_url": base_url})
     try:
         scores = asyncio.run(_rate(settings, records))
     except (GRMError, MetaRMError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    result = compare(records, scores, k_meta)
-    if as_json:
-        typer.echo(json.dumps({"data": str(data), "backend": backend.value, **_fields(result)}))
-        return
-    typer.echo(
-        f"{result.judgments} judgments of {result.items} items (k={result.k:g}, k_meta={k_meta or 'k/2'}): "
-        f"AUC {result.auc:.3f}  accuracy {result.accuracy:.3f}  (correct rate {result.correct_rate:.3f})\n"
-        f"Voting@k accuracy {result.voting_accuracy:.3f} ({result.voting_ties} tied items)   "
-        f"MetaRM@k accuracy {result.meta_accuracy:.3f} ({result.meta_ties} tied items)"
-    )
+    choices: list[int | None] = list(k_meta) if k_meta else [None]
+    for keep in choices:
+        result = compare(records, scores, keep)
+        if as_json:
+            typer.echo(json.dumps({"data": str(data), "backend": backend.value, **_fields(result)}))
+            continue
+        typer.echo(
+            f"{result.judgments} judgments of {result.items} items (k={result.k:g}, k_meta={keep or 'k/2'}): "
+            f"AUC {result.auc:.3f}  accuracy {result.accuracy:.3f}  (correct rate {result.correct_rate:.3f})\n"
+            f"  Voting@k accuracy {result.voting_accuracy:.3f} ({result.voting_ties} tied items)   "
+            f"MetaRM@k accuracy {result.meta_accuracy:.3f} ({result.meta_ties} tied items)"
+        )
 
 
 def _fields(obj: Any) -> dict[str, Any]:

@@ -7,8 +7,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from meta_rm.errors import MetaRMError
 from meta_rm.protocol import MetaRM
 from server.embedded import EMBEDDED_NAME, prepare_embedded_model
+from server.errors import from_meta_rm
 from server.generators.base import Generator
 from server.generators.openai_remote import OpenAIGenerator
 from server.generators.vllm_local import VLLMGenerator
@@ -64,7 +66,10 @@ async def open_service(
     try:
         await gen.start()
         if rm is not None:
-            await rm.start()
+            try:
+                await rm.start()
+            except MetaRMError as exc:
+                raise from_meta_rm(exc) from exc
         yield JudgeService(gen, build_prompt_builder(settings), settings, meta_rm=rm, observer=observer)
     finally:
         if rm is not None:

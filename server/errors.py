@@ -96,3 +96,16 @@ def invalid_from_errors(errors: Sequence[Mapping[str, Any]], prefix: str = "") -
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     message = f"{prefix}{loc + ': ' if loc else ''}{err.get('msg', 'invalid value')}{more}"
     return InvalidRequestError(message, param=loc or None, code=str(err.get("type")))
+
+
+def from_meta_rm(exc: Exception) -> GRMError:
+    """Map a `meta_rm` error onto this tree (meta_rm never imports the server)."""
+    from meta_rm.errors import MetaRMBackendError, MetaRMConfigError, MetaRMUnavailableError
+
+    if isinstance(exc, MetaRMConfigError):
+        return ConfigurationError(f"Meta RM: {exc}")
+    if isinstance(exc, MetaRMUnavailableError):
+        return BackendUnavailableError(f"Meta RM: {exc}")
+    if isinstance(exc, MetaRMBackendError):
+        return BackendError(f"Meta RM: {exc}")
+    return BackendError(f"Meta RM failed: {type(exc).__name__}: {exc}")

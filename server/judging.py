@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from meta_rm.errors import MetaRMError
 from meta_rm.protocol import MetaRM, MetaRMInput
 from server.errors import (
     BackendError,
@@ -18,6 +19,7 @@ from server.errors import (
     NoValidJudgmentError,
     OverloadedError,
     RequestTimeoutError,
+    from_meta_rm,
 )
 from server.generators.base import Generation, Generator, SamplingConfig
 from server.prompts import PromptBuilder, render_conversation
@@ -218,7 +220,10 @@ class JudgeService:
         inputs = [
             MetaRMInput(conversation, tuple(req.responses[j] for j in samples[i].order), samples[i].text) for i in valid
         ]
-        rewards = await self.meta_rm.score(inputs)
+        try:
+            rewards = await self.meta_rm.score(inputs)
+        except MetaRMError as exc:
+            raise from_meta_rm(exc) from exc
         chosen = {valid[i] for i in select_top(rewards, k_meta)}
         meta = dict(zip(valid, rewards, strict=True))
         return [replace(s, kept=i in chosen, meta_reward=meta.get(i)) for i, s in enumerate(samples)]

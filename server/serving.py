@@ -10,7 +10,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from server.errors import BackendUnavailableError, GRMError, InvalidRequestError, NotFoundError, invalid_from_errors
+from meta_rm.errors import MetaRMError
+from server.errors import (
+    BackendUnavailableError,
+    GRMError,
+    InvalidRequestError,
+    NotFoundError,
+    from_meta_rm,
+    invalid_from_errors,
+)
 from server.judging import JudgeService
 from server.prompts import Message
 from server.protocol import ScoreItem, ScoreParams, ScoreRequest, ScoreResponse
@@ -193,7 +201,10 @@ class Serving:
         service = self.runtime.require()
         await service.generator.check_ready()
         if service.meta_rm is not None:
-            await service.meta_rm.check_ready()
+            try:
+                await service.meta_rm.check_ready()
+            except MetaRMError as exc:
+                raise from_meta_rm(exc) from exc
         return {"status": "ready", "model": self.model_name, "meta_rm": service.meta_rm.name if service.meta_rm else None}
 
 

@@ -156,3 +156,13 @@ async def test_k_meta_zero_equals_plain_voting() -> None:
     plain = await make_service(ScriptedGenerator()).judge(request(k=6, seed=9))
     with_rm = await make_service(ScriptedGenerator(), ScriptedMetaRM()).judge(request(k=6, k_meta=0, seed=9))
     assert (plain.rewards, plain.best, plain.kept) == (with_rm.rewards, with_rm.best, with_rm.kept)
+
+
+async def test_meta_rm_failure_maps_to_the_server_error_tree() -> None:
+    from meta_rm.errors import MetaRMUnavailableError
+
+    def down(item: object) -> float:
+        raise MetaRMUnavailableError("pooling server unreachable")
+
+    with pytest.raises(BackendUnavailableError, match="Meta RM: pooling server unreachable"):
+        await make_service(ScriptedGenerator(), ScriptedMetaRM(rate=down)).judge(request(("a", "bb"), k=4))

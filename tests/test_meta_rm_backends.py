@@ -34,7 +34,7 @@ from voting import vote
 
 INPUTS = [
     MetaRMInput("User: What is the capital of France?", ("Paris.", "Lyon."), f"Specific Criteria: facts.\nAnalysis: {why}\nScores: \\boxed{{{box}}}")
-    for why, box in [("Paris is right.", "9, 2"), ("Lyon is right.", "2, 9"), ("Both fine.", "5, 5"), ("Short.", "7, 3"), ("Long answer " * 12, "8, 1")]
+    for why, box in [("Paris is right.", "9, 2"), ("Lyon is right.", "2, 9"), ("Both fine.", "5, 5"), ("Short.", "7, 3"), ("Long answer " * 6, "8, 1")]
 ]
 
 

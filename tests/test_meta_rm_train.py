@@ -37,8 +37,8 @@ def tiny_records(items: int = 8) -> list[JudgmentRecord]:
 
 
 async def test_head_training_lowers_the_loss_and_the_checkpoint_reloads_identically(embedded_model: Path, tmp_path: Path) -> None:
-    records = tiny_records()
-    config = TrainConfig(model=str(embedded_model), freeze_backbone=True, epochs=150, lr=1e-2, eval_fraction=0.25, max_length=256)
+    records = tiny_records(6)
+    config = TrainConfig(model=str(embedded_model), freeze_backbone=True, epochs=150, lr=1e-2, eval_fraction=0.34, max_length=256)
     result = train(records, config)
     assert result.loss_after < 0.5 * result.loss_before
     assert result.losses[-1] < result.losses[0]
@@ -59,8 +59,8 @@ async def test_head_training_lowers_the_loss_and_the_checkpoint_reloads_identica
 
 
 def test_full_fine_tune_lowers_the_loss(embedded_model: Path) -> None:
-    records = tiny_records(4)
-    config = TrainConfig(model=str(embedded_model), freeze_backbone=False, epochs=2, lr=5e-5, batch_size=4, eval_fraction=0.0, max_length=128)
+    records = tiny_records(2)
+    config = TrainConfig(model=str(embedded_model), freeze_backbone=False, epochs=2, lr=5e-5, batch_size=2, eval_fraction=0.0, max_length=128)
     result = train(records, config)
     assert len(result.losses) == 4  # 2 epochs x 2 batches
     assert result.loss_after < result.loss_before
