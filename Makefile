@@ -11,6 +11,7 @@ export VLLM_CACHE_ROOT ?= $(CURDIR)/.cache/vllm
 export TMPDIR ?= $(CURDIR)/.cache/tmp
 HOST ?= 127.0.0.1
 PORT ?= 8000
+LINT_PATHS := server meta_rm voting tests bench deploy
 
 .PHONY: install serve test lint typecheck bench clean
 
@@ -36,13 +37,16 @@ serve: install
 
 test: install
 	@mkdir -p $(TMPDIR)
-	$(BIN)/ruff check server meta_rm voting tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check server meta_rm voting tests bench
-	$(BIN)/ruff format --check server meta_rm voting tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

@@ -38,6 +38,7 @@ def free_port() -> int:
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on (load average included: the CPU may be shared)."""
+
     def version(pkg: str) -> str | None:
         try:
             return metadata.version(pkg)
@@ -63,7 +64,9 @@ def cpu_seconds(pid: int) -> float:
 class Server:
     """A server subprocess with its log in a file; `wait()` polls `health_path` until it answers 200."""
 
-    def __init__(self, name: str, cmd: Sequence[str], port: int, env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self, name: str, cmd: Sequence[str], port: int, env: dict[str, str] | None = None, log_dir: Path | None = None
+    ) -> None:
         self.name, self.port = name, port
         self.url = f"http://127.0.0.1:{port}"
         log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
@@ -131,6 +134,7 @@ def median(values: Sequence[float]) -> float:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain-text table; floats get 3 significant decimals."""
+
     def cell(x: Any) -> str:
         return f"{x:.3f}" if isinstance(x, float) else str(x)
 

@@ -26,11 +26,11 @@ from typing import Any
 import httpx
 
 from bench.common import RESULTS_DIR, machine, median, start_vllm, table, write_json
-from server.embedded import EMBEDDED_NAME, prepare_embedded_model
-from server.generators.base import Generation, SamplingConfig
-from server.generators.openai_remote import OpenAIGenerator
-from server.prompts import Message, PromptBuilder, TemplateName, resolve_template
-from server.settings import Settings
+from server.core.embedded import EMBEDDED_NAME, prepare_embedded_model
+from server.core.generators.base import Generation, SamplingConfig
+from server.core.generators.openai_remote import OpenAIGenerator
+from server.core.prompts import Message, PromptBuilder, TemplateName, resolve_template
+from server.core.settings import Settings
 from voting import plan_orders
 from voting.orders import OrderGroup, OrderStrategy
 
@@ -85,7 +85,14 @@ _RUN = random.Random().randrange(10**9)  # salts the queries: a rerun against th
 
 
 async def one(
-    gen: OpenAIGenerator, metrics: httpx.AsyncClient, builder: PromptBuilder, strategy: str, n: int, k: int, nonce: int, max_tokens: int
+    gen: OpenAIGenerator,
+    metrics: httpx.AsyncClient,
+    builder: PromptBuilder,
+    strategy: str,
+    n: int,
+    k: int,
+    nonce: int,
+    max_tokens: int,
 ) -> dict[str, Any]:
     groups = plan(strategy, n, k, seed=nonce)
     query = (Message("user", f"[case {_RUN}-{nonce}] {QUERY}"),)
@@ -94,7 +101,10 @@ async def one(
     before = await engine_counters(metrics)
     t0 = time.perf_counter()
     gens: list[Generation] = await asyncio.gather(
-        *(gen.generate(p, SamplingConfig(g.count, 0.5, max_tokens, nonce + j, regex), f"cost-{nonce}-{j}") for j, (g, p) in enumerate(zip(groups, prompts, strict=True)))
+        *(
+            gen.generate(p, SamplingConfig(g.count, 0.5, max_tokens, nonce + j, regex), f"cost-{nonce}-{j}")
+            for j, (g, p) in enumerate(zip(groups, prompts, strict=True))
+        )
     )
     wall = time.perf_counter() - t0
     after = await engine_counters(metrics)
@@ -105,7 +115,9 @@ async def one(
 
 
 async def run(args: argparse.Namespace, base_url: str) -> list[dict[str, Any]]:
-    settings = Settings().with_overrides({"generator.backend": "openai", "generator.base_url": base_url, "generator.model": args.model})
+    settings = Settings().with_overrides(
+        {"generator.backend": "openai", "generator.base_url": base_url, "generator.model": args.model}
+    )
     gen = OpenAIGenerator(settings.generator)
     await gen.start()
     builder = PromptBuilder(resolve_template(TemplateName.AUTO, args.model))
@@ -115,13 +127,20 @@ async def run(args: argparse.Namespace, base_url: str) -> list[dict[str, Any]]:
     for k in args.ks:
         runs: dict[str, list[dict[str, Any]]] = {s: [] for s in args.strategies}
         for rep in range(args.reps):
-            turn = args.strategies[rep % len(args.strategies):] + args.strategies[: rep % len(args.strategies)]
+            turn = args.strategies[rep % len(args.strategies) :] + args.strategies[: rep % len(args.strategies)]
             for strategy in turn:
                 nonce += 1
                 runs[strategy].append(await one(gen, metrics, builder, strategy, args.n, k, nonce, args.max_tokens))
         for strategy, measured in runs.items():
             row: dict[str, Any] = {"strategy": strategy, "k": k, "n": args.n}
-            for key in ("engine_calls", "distinct_prompts", "prompt_tokens", "completion_tokens", *_COUNTERS.values(), "wall_s"):
+            for key in (
+                "engine_calls",
+                "distinct_prompts",
+                "prompt_tokens",
+                "completion_tokens",
+                *_COUNTERS.values(),
+                "wall_s",
+            ):
                 value = median([m[key] for m in measured])
                 row[key] = value if key == "wall_s" else round(value)
             row["wall_s_all"] = [round(m["wall_s"], 3) for m in measured]
@@ -138,9 +157,16 @@ def main() -> None:
     parser.add_argument("--ks", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8, 16, 32])
     parser.add_argument("--n", type=int, default=4, choices=range(1, 5), help="responses per request")
     parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--max-tokens", type=int, default=64, help="decoding is the same work for every strategy; small keeps prefill visible")
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=64,
+        help="decoding is the same work for every strategy; small keeps prefill visible",
+    )
     parser.add_argument("--strategies", type=lambda s: s.split(","), default=["rotate", "shuffle", "naive"])
-    parser.add_argument("--vllm-url", help="use this running vLLM server (e.g. a GPU one) instead of starting the embedded CPU model")
+    parser.add_argument(
+        "--vllm-url", help="use this running vLLM server (e.g. a GPU one) instead of starting the embedded CPU model"
+    )
     parser.add_argument("--model", default=EMBEDDED_NAME, help="the model name that server serves (picks the template)")
     args = parser.parse_args()
     info = machine()
@@ -154,10 +180,22 @@ def main() -> None:
     finally:
         if vllm is not None:
             vllm.stop()
-    headers = ["strategy", "k", "engine calls", "prompt tok sent", "engine prompt tok", "computed", "cache hits", "completion tok", "wall s"]
+    headers = [
+        "strategy",
+        "k",
+        "engine calls",
+        "prompt tok sent",
+        "engine prompt tok",
+        "computed",
+        "cache hits",
+        "completion tok",
+        "wall s",
+    ]
     print(table(headers, [[r["strategy"], r["k"], r["engine_calls"], r["prompt_tokens"], r["engine_prompt_tokens"], r["computed_tokens"],
                            r["cache_hit_tokens"], r["completion_tokens"], r["wall_s"]] for r in sorted(rows, key=lambda r: (r["strategy"], r["k"]))]))  # fmt: skip
-    print("prompt tok sent: per call as the API reports it (an n > 1 call counts its prompt once); engine columns: vLLM's counters, every sample")
+    print(
+        "prompt tok sent: per call as the API reports it (an n > 1 call counts its prompt once); engine columns: vLLM's counters, every sample"
+    )
     print(f"medians of {args.reps} runs each; n = {args.n} responses, max_tokens = {args.max_tokens}")
     path = write_json(args.out, {"bench": "cost_vs_k", "machine": info, "n": args.n, "max_tokens": args.max_tokens, "reps": args.reps,
                                  "wall_s": wall, "rows": rows,

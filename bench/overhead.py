@@ -37,10 +37,10 @@ from bench.common import (
     table,
     write_json,
 )
-from server.embedded import EMBEDDED_NAME, prepare_embedded_model
-from server.judging import _derive_seed  # the server's per-order sampling seeds, reproduced exactly
-from server.prompts import Message, PromptBuilder, TemplateName, resolve_template
-from server.settings import Settings
+from server.core.embedded import EMBEDDED_NAME, prepare_embedded_model
+from server.core.judging import _derive_seed  # the server's per-order sampling seeds, reproduced exactly
+from server.core.prompts import Message, PromptBuilder, TemplateName, resolve_template
+from server.core.settings import Settings
 from voting import plan_orders
 
 
@@ -85,6 +85,7 @@ class Paths:
 
 async def burst(fn: Any, bodies: list[dict[str, Any]]) -> dict[str, float]:
     """Send all bodies at once; latency of each and the wall time of the whole burst."""
+
     async def timed(body: dict[str, Any]) -> tuple[float, int]:
         t0 = time.perf_counter()
         tokens = await fn(body)
@@ -92,7 +93,11 @@ async def burst(fn: Any, bodies: list[dict[str, Any]]) -> dict[str, float]:
 
     t0 = time.perf_counter()
     results = await asyncio.gather(*(timed(b) for b in bodies))
-    return {"wall_s": time.perf_counter() - t0, "latencies": [r[0] for r in results], "tokens": sum(r[1] for r in results)}  # type: ignore[dict-item]
+    return {
+        "wall_s": time.perf_counter() - t0,
+        "latencies": [r[0] for r in results],
+        "tokens": sum(r[1] for r in results),
+    }  # type: ignore[dict-item]
 
 
 async def measure(paths: Paths, k: int, concurrency: int, rounds: int, max_tokens: int, offset: int) -> dict[str, Any]:
@@ -134,12 +139,18 @@ async def run(args: argparse.Namespace, vllm_url: str, grm_url: str) -> list[dic
         paths = Paths(grm, engine, builder, args.model)
         await measure(paths, 2, 2, 2, args.max_tokens, 10_000)  # warm-up: both paths, the template's prefix
         rows, offset = [], 0
-        for concurrency, rounds, ks in ((1, args.latency_rounds, args.ks), (args.concurrency, args.burst_rounds, args.burst_ks)):
+        for concurrency, rounds, ks in (
+            (1, args.latency_rounds, args.ks),
+            (args.concurrency, args.burst_rounds, args.burst_ks),
+        ):
             for k in ks:
                 row = await measure(paths, k, concurrency, rounds, args.max_tokens, offset)
                 offset += 100
                 rows.append(row)
-                print(f"k={k} c={concurrency}: latency x{row['latency_ratio']:.3f}, throughput x{row['throughput_ratio']:.3f}", file=sys.stderr)
+                print(
+                    f"k={k} c={concurrency}: latency x{row['latency_ratio']:.3f}, throughput x{row['throughput_ratio']:.3f}",
+                    file=sys.stderr,
+                )
         await engine.close()
     return rows
 
@@ -155,14 +166,31 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "overhead.json")
-    parser.add_argument("--ks", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32], help="k values of the latency runs")
-    parser.add_argument("--burst-ks", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32], help="k values of the throughput runs")
+    parser.add_argument(
+        "--ks", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32], help="k values of the latency runs"
+    )
+    parser.add_argument(
+        "--burst-ks",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1, 8, 32],
+        help="k values of the throughput runs",
+    )
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--latency-rounds", type=int, default=4, help="one-at-a-time requests per path and k (paths alternate first)")
+    parser.add_argument(
+        "--latency-rounds", type=int, default=4, help="one-at-a-time requests per path and k (paths alternate first)"
+    )
     parser.add_argument("--burst-rounds", type=int, default=2, help="bursts per path and k (paths alternate first)")
-    parser.add_argument("--max-tokens", type=int, default=112, help="112 is the smallest budget /score allows for a pair")
-    parser.add_argument("--vllm-url", help="use this running vLLM server (e.g. a GPU one) instead of starting the embedded CPU model")
-    parser.add_argument("--model", default=EMBEDDED_NAME, help="the model name that server serves (picks the template, as grm-server does)")
+    parser.add_argument(
+        "--max-tokens", type=int, default=112, help="112 is the smallest budget /score allows for a pair"
+    )
+    parser.add_argument(
+        "--vllm-url", help="use this running vLLM server (e.g. a GPU one) instead of starting the embedded CPU model"
+    )
+    parser.add_argument(
+        "--model",
+        default=EMBEDDED_NAME,
+        help="the model name that server serves (picks the template, as grm-server does)",
+    )
     args = parser.parse_args()
     info = machine()
     vllm = None if args.vllm_url else start_vllm(prepare_embedded_model(Settings().cache_dir), EMBEDDED_NAME)

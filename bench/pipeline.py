@@ -19,14 +19,16 @@ from typing import Any
 import httpx
 
 from bench.common import RESULTS_DIR, SAMPLE_PAIRS, Server, cpu_seconds, free_port, machine, python, table, write_json
-from server.generators.base import Generation, SamplingConfig
-from server.judging import JudgeService
-from server.prompts import Message, PromptBuilder, TemplateName
-from server.settings import Settings
-from server.types import JudgeRequest
+from server.core.generators.base import Generation, SamplingConfig
+from server.core.judging import JudgeService
+from server.core.prompts import Message, PromptBuilder, TemplateName
+from server.core.settings import Settings
+from server.core.types import JudgeRequest
 
 CRITERIA = "Specific Criteria: Correctness (60%): the answer must be right. Helpfulness (25%): it addresses the question. Clarity (15%): short and direct."
-ANALYSIS = "Analysis: " + " ".join(f"Response {i} is judged on correctness, helpfulness and clarity in turn." for i in range(1, 5))
+ANALYSIS = "Analysis: " + " ".join(
+    f"Response {i} is judged on correctness, helpfulness and clarity in turn." for i in range(1, 5)
+)
 
 
 class InstantGenerator:
@@ -101,9 +103,15 @@ def serve(port: int) -> None:
     """The real app with the instant engine, behind uvicorn (run in a subprocess by `main`)."""
     import uvicorn
 
-    from server.app import create_app
+    from server.http.app import create_app
 
-    uvicorn.run(create_app(Settings(), generator=InstantGenerator()), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(Settings(), generator=InstantGenerator()),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 def main() -> None:
@@ -122,18 +130,27 @@ def main() -> None:
     for k, n in configs:
         rows.append(asyncio.run(core(k, n, args.requests if k < 32 else args.requests // 4, args.concurrency)))
     port = free_port()
-    server = Server("pipeline-app", [python(), "-m", "bench.pipeline", "--serve", str(port)], port, env={"PYTHONPATH": os.getcwd()})
+    server = Server(
+        "pipeline-app", [python(), "-m", "bench.pipeline", "--serve", str(port)], port, env={"PYTHONPATH": os.getcwd()}
+    )
     try:
         server.wait()
         for k, n in configs:
-            rows.append(asyncio.run(http(server, k, n, args.requests if k < 32 else args.requests // 4, args.concurrency)))
+            rows.append(
+                asyncio.run(http(server, k, n, args.requests if k < 32 else args.requests // 4, args.concurrency))
+            )
     finally:
         server.stop()
     headers = ["path", "k", "n", "requests", "conc", "wall s", "judgments/s", "judgments/CPU-s", "req/s"]
     print(table(headers, [[r["path"], r["k"], r["n"], r["requests"], r["concurrency"], r["wall_s"], round(r["judgments_per_s"]),
                            round(r["judgments_per_cpu_s"]), round(r["requests"] / r["wall_s"], 1)] for r in rows]))  # fmt: skip
-    print("judgments/CPU-s: judgments per CPU-second of the process doing the work (core: this process; http: the server)")
-    path = write_json(args.out, {"bench": "pipeline", "machine": info, "rows": rows, "target": "thousands of judgments/s per core (DESIGN §4)"})
+    print(
+        "judgments/CPU-s: judgments per CPU-second of the process doing the work (core: this process; http: the server)"
+    )
+    path = write_json(
+        args.out,
+        {"bench": "pipeline", "machine": info, "rows": rows, "target": "thousands of judgments/s per core (DESIGN §4)"},
+    )
     print(f"wrote {path}", file=sys.stderr)
 
 

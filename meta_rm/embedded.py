@@ -63,7 +63,9 @@ def apply_head(model: Any, head: dict[str, Any]) -> None:
 
     module = head_module(model)
     if module.weight.shape != (1, head["hidden_size"]):
-        raise MetaRMConfigError(f"the head has hidden size {head['hidden_size']}, the backbone {module.weight.shape[1]}")
+        raise MetaRMConfigError(
+            f"the head has hidden size {head['hidden_size']}, the backbone {module.weight.shape[1]}"
+        )
     with torch.no_grad():
         module.weight.copy_(torch.tensor([head["weight"]], dtype=module.weight.dtype))
         if module.bias is not None:

@@ -1,9 +1,9 @@
 """The Meta RM's own errors (meta_rm never imports the server); the server maps each to its error tree.
 
-    MetaRMError                    (base)
-    ├── MetaRMConfigError          bad settings, missing files or packages      -> server ConfigurationError
-    └── MetaRMBackendError         the model or remote pooling server failed    -> server BackendError
-        └── MetaRMUnavailableError not started, unreachable, or engine dead     -> server BackendUnavailableError
+MetaRMError                    (base)
+├── MetaRMConfigError          bad settings, missing files or packages      -> server ConfigurationError
+└── MetaRMBackendError         the model or remote pooling server failed    -> server BackendError
+    └── MetaRMUnavailableError not started, unreachable, or engine dead     -> server BackendUnavailableError
 """
 
 from __future__ import annotations

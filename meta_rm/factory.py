@@ -20,7 +20,9 @@ def _local_model(settings: MetaRMSettings) -> str:
     """The model path or hub name; a path that looks local must be a model folder."""
     model = settings.model
     if not model:
-        raise MetaRMConfigError(f"the {settings.backend.value} Meta RM backend needs meta_rm.model (a model folder or hub name)")
+        raise MetaRMConfigError(
+            f"the {settings.backend.value} Meta RM backend needs meta_rm.model (a model folder or hub name)"
+        )
     path = Path(model).expanduser()
     looks_local = path.is_absolute() or model.startswith((".", "~")) or path.exists() or model.count("/") != 1
     if looks_local:
@@ -65,7 +67,13 @@ def build_meta_rm(
     if backend is MetaRMBackend.HF:
         from meta_rm.hf import HFMetaRM
 
-        return HFMetaRM(model, batch_size=settings.batch_size, max_length=settings.max_length, dtype=settings.dtype, device=settings.device)
+        return HFMetaRM(
+            model,
+            batch_size=settings.batch_size,
+            max_length=settings.max_length,
+            dtype=settings.dtype,
+            device=settings.device,
+        )
     _need("vllm", backend, "pip install 'grm-server[gpu]' (GPU) or 'grm-server[cpu]'")
     from meta_rm.vllm_local import VLLMMetaRM
 

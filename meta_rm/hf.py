@@ -61,7 +61,9 @@ def load_classifier(model: str | Path, dtype: Any, device: str) -> tuple[Any, An
     except (OSError, ValueError) as exc:
         raise MetaRMConfigError(f"cannot load the Meta RM from {model}: {exc}") from exc
     if net.config.num_labels != 1:
-        raise MetaRMConfigError(f"the Meta RM at {model} has {net.config.num_labels} labels; it needs exactly 1 (a scalar head)")
+        raise MetaRMConfigError(
+            f"the Meta RM at {model} has {net.config.num_labels} labels; it needs exactly 1 (a scalar head)"
+        )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if net.config.pad_token_id is None:
@@ -106,7 +108,16 @@ class HFMetaRM:
     """Loads the model in `start` (off the event loop); `score` runs batched forwards in a worker thread,
     one call at a time."""
 
-    def __init__(self, model: str | Path, *, name: str | None = None, batch_size: int = 8, max_length: int = 4096, dtype: str = "auto", device: str = "auto") -> None:
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        name: str | None = None,
+        batch_size: int = 8,
+        max_length: int = 4096,
+        dtype: str = "auto",
+        device: str = "auto",
+    ) -> None:
         self._source = model
         self._name = name or str(model)
         self._batch_size = batch_size

@@ -90,9 +90,13 @@ class RemoteMetaRM:
             except httpx.HTTPError as exc:
                 raise MetaRMUnavailableError(f"Meta RM server not reachable at {self._base}: {exc!r}") from exc
         if response.status_code >= 500:
-            raise MetaRMUnavailableError(f"Meta RM server {self._base} answered {response.status_code}: {response.text[:300]}")
+            raise MetaRMUnavailableError(
+                f"Meta RM server {self._base} answered {response.status_code}: {response.text[:300]}"
+            )
         if response.status_code != 200:
-            raise MetaRMBackendError(f"Meta RM server {self._base}/{self._route} answered {response.status_code}: {response.text[:300]}")
+            raise MetaRMBackendError(
+                f"Meta RM server {self._base}/{self._route} answered {response.status_code}: {response.text[:300]}"
+            )
         return parse_value(response.json(), self._route)
 
     async def score(self, items: Sequence[MetaRMInput]) -> list[float]:
@@ -111,9 +115,13 @@ class RemoteMetaRM:
         try:
             models = {m["id"]: m for m in response.json()["data"]}
         except (KeyError, TypeError, ValueError) as exc:
-            raise MetaRMUnavailableError(f"Meta RM server {self._base}/v1/models answered {response.text[:200]}") from exc
+            raise MetaRMUnavailableError(
+                f"Meta RM server {self._base}/v1/models answered {response.text[:200]}"
+            ) from exc
         if self._model is not None and self._model not in models:
-            raise MetaRMUnavailableError(f"model {self._model!r} is not served at {self._base} (it serves {sorted(models)})")
+            raise MetaRMUnavailableError(
+                f"model {self._model!r} is not served at {self._base} (it serves {sorted(models)})"
+            )
         card: dict[str, Any] = models.get(self._model or "") or next(iter(models.values()), {})
         limit = card.get("max_model_len")
         self._server_limit = int(limit) if isinstance(limit, int) else self._max_length

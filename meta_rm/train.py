@@ -54,7 +54,9 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def split_by_item(records: Sequence[JudgmentRecord], eval_fraction: float, seed: int) -> tuple[list[JudgmentRecord], list[JudgmentRecord]]:
+def split_by_item(
+    records: Sequence[JudgmentRecord], eval_fraction: float, seed: int
+) -> tuple[list[JudgmentRecord], list[JudgmentRecord]]:
     """Train/eval split by item id (all judgments of an item on one side), seeded."""
     ids = sorted({r.item_id for r in records})
     random.Random(seed).shuffle(ids)
@@ -94,7 +96,9 @@ def load_for_training(config: TrainConfig) -> tuple[Any, Any]:
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     with quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(config.model, num_labels=1, dtype=resolve_dtype(config.dtype, device))
+        model = AutoModelForSequenceClassification.from_pretrained(
+            config.model, num_labels=1, dtype=resolve_dtype(config.dtype, device)
+        )
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -174,7 +178,9 @@ def _fit_head(model: Any, feats: Any, labels: Any, config: TrainConfig, progress
     return losses
 
 
-def _fine_tune(model: Any, ids: list[list[int]], labels: list[float], config: TrainConfig, progress: bool) -> list[float]:
+def _fine_tune(
+    model: Any, ids: list[list[int]], labels: list[float], config: TrainConfig, progress: bool
+) -> list[float]:
     """Full fine-tune: AdamW over shuffled mini-batches, gradient norm clipped at 1; one loss per step."""
     import torch
 
@@ -258,5 +264,10 @@ def save_checkpoint(result: TrainResult, out: Path, config: TrainConfig) -> None
     out.mkdir(parents=True, exist_ok=True)
     result.model.save_pretrained(out)
     result.tokenizer.save_pretrained(out)
-    report = {"config": asdict(config), "loss_before": result.loss_before, "loss_after": result.loss_after, "metrics": result.metrics}
+    report = {
+        "config": asdict(config),
+        "loss_before": result.loss_before,
+        "loss_after": result.loss_after,
+        "metrics": result.metrics,
+    }
     (out / "meta_rm_training.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

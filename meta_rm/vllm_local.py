@@ -90,7 +90,9 @@ class VLLMMetaRM:
         if "classify" not in await self._engine.get_supported_tasks():
             self._engine.shutdown()
             self._engine = None
-            raise MetaRMConfigError(f"{self._model_path} is not a sequence-classification model (vLLM cannot classify with it)")
+            raise MetaRMConfigError(
+                f"{self._model_path} is not a sequence-classification model (vLLM cannot classify with it)"
+            )
         self._error = None
 
     async def _one(self, ids: list[int]) -> float:

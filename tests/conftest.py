@@ -17,9 +17,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from server.embedded import EMBEDDED_NAME, prepare_embedded_model
-from server.generators.vllm_local import VLLMGenerator, configure_cpu_environment
-from server.settings import Settings
+from server.core.embedded import EMBEDDED_NAME, prepare_embedded_model
+from server.core.generators.vllm_local import VLLMGenerator, configure_cpu_environment
+from server.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT.parent / "shared" / "data" / "dev"

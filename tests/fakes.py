@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from meta_rm.protocol import MetaRMInput
-from server.errors import BackendUnavailableError
-from server.generators.base import Generation, SamplingConfig
+from server.core.errors import BackendUnavailableError
+from server.core.generators.base import Generation, SamplingConfig
 
 _RESPONSE = re.compile(r"\[The Begin of Response \d+\]\n(.*?)\n\[The End of Response \d+\]", re.DOTALL)
 

@@ -11,8 +11,8 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
-from server.app import create_app
-from server.settings import Settings
+from server.core.settings import Settings
+from server.http.app import create_app
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM
 
 
@@ -21,7 +21,9 @@ async def app_factory() -> AsyncIterator[Any]:
     stack: list[Any] = []
 
     async def make(overrides: dict[str, Any] | None = None, **kw: Any) -> tuple[httpx.AsyncClient, FastAPI]:
-        app = create_app(Settings().with_overrides(overrides or {}), generator=kw.pop("generator", ScriptedGenerator()), **kw)
+        app = create_app(
+            Settings().with_overrides(overrides or {}), generator=kw.pop("generator", ScriptedGenerator()), **kw
+        )
         ctx = app.router.lifespan_context(app)
         await ctx.__aenter__()
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
@@ -45,7 +47,9 @@ def assert_error(r: httpx.Response, status: int, param: str | None = None) -> di
 
 async def test_score_returns_the_contract(app_factory: Any) -> None:
     client, _ = await app_factory()
-    r = await client.post("/score", json={"query": "longest?", "responses": ["a", "bbbb"], "k": 4, "seed": 2, "return_samples": True})
+    r = await client.post(
+        "/score", json={"query": "longest?", "responses": ["a", "bbbb"], "k": 4, "seed": 2, "return_samples": True}
+    )
     body = r.json()
     assert r.status_code == 200 and r.headers["x-request-id"] == body["id"]
     assert body["object"] == "score" and body["model"] == "scripted"
@@ -53,13 +57,20 @@ async def test_score_returns_the_contract(app_factory: Any) -> None:
     assert (body["k"], body["k_meta"], body["valid"], body["kept"], body["seed"]) == (4, 0, 4, 4, 2)
     assert body["usage"]["engine_calls"] == 2 and body["usage"]["total_tokens"] > 0
     assert len(body["samples"]) == 4 and body["samples"][0]["kept"] is True
-    no_samples = (await client.post("/score", json={"messages": [{"role": "user", "content": "q"}], "responses": ["a"]})).json()
+    no_samples = (
+        await client.post("/score", json={"messages": [{"role": "user", "content": "q"}], "responses": ["a"]})
+    ).json()
     assert "samples" not in no_samples
 
 
 async def test_batch_keeps_good_items_when_one_is_bad(app_factory: Any) -> None:
     client, _ = await app_factory()
-    items = [{"query": "q", "responses": ["a", "bb"]}, {"query": "q"}, {"query": "", "responses": ["a"]}, {"query": "q", "responses": ["ccc"]}]
+    items = [
+        {"query": "q", "responses": ["a", "bb"]},
+        {"query": "q"},
+        {"query": "", "responses": ["a"]},
+        {"query": "q", "responses": ["ccc"]},
+    ]
     r = await client.post("/score/batch", json={"items": items, "k": 2, "seed": 1})
     results = r.json()["results"]
     assert r.status_code == 200 and len(results) == 4
@@ -70,7 +81,9 @@ async def test_batch_keeps_good_items_when_one_is_bad(app_factory: Any) -> None:
 
 async def test_vllm_score_api_shape(app_factory: Any) -> None:
     client, _ = await app_factory()
-    r = await client.post("/v1/score", json={"model": "scripted", "text_1": "q", "text_2": ["a", "bbbbbbbbbb"], "k": 2, "seed": 1})
+    r = await client.post(
+        "/v1/score", json={"model": "scripted", "text_1": "q", "text_2": ["a", "bbbbbbbbbb"], "k": 2, "seed": 1}
+    )
     body = r.json()
     assert r.status_code == 200 and body["object"] == "list"
     assert [d["index"] for d in body["data"]] == [0, 1]
@@ -85,10 +98,17 @@ async def test_get_reward_groups_rollouts_by_prompt(app_factory: Any) -> None:
     client, _ = await app_factory({"limits.reward_group_cap": 2}, generator=gen)
     prompts = ["P:", "P:", "P:", "Q:"]
     queries = ["P:a", "P:bbbb", "P:cc", "Q:ddddd"]
-    r = await client.post("/get_reward", json={"query": queries, "prompts": prompts, "labels": [None] * 4, "k": 2, "seed": 1})
+    r = await client.post(
+        "/get_reward", json={"query": queries, "prompts": prompts, "labels": [None] * 4, "k": 2, "seed": 1}
+    )
     body = r.json()
     assert r.status_code == 200 and body["rewards"] == [1.0, 4.0, 2.0, 5.0]
-    assert body["scores"] == [0.0, pytest.approx(1 / 3, abs=1e-6), pytest.approx(1 / 9, abs=1e-6), pytest.approx(4 / 9, abs=1e-6)]
+    assert body["scores"] == [
+        0.0,
+        pytest.approx(1 / 3, abs=1e-6),
+        pytest.approx(1 / 9, abs=1e-6),
+        pytest.approx(4 / 9, abs=1e-6),
+    ]
     assert body["extra_logs"]["voted_sum"] == [2.0, 8.0, 4.0, 10.0]
     # groups: P (2 rollouts, cap) + P (1) + Q (1) -> 3 judged groups; with k=2 each group of n responses uses min(k, n) calls
     assert len(gen.calls) == 2 + 1 + 1
@@ -98,19 +118,34 @@ async def test_get_reward_groups_rollouts_by_prompt(app_factory: Any) -> None:
 
 async def test_chat_completions_reward_and_models(app_factory: Any) -> None:
     client, _ = await app_factory()
-    messages = [{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
-    r = await client.post("/v1/chat/completions", json={"model": "scripted", "messages": messages, "k": 2, "seed": 3, "n": 1, "stream": False})
+    messages = [
+        {"role": "system", "content": "be nice"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+    ]
+    r = await client.post(
+        "/v1/chat/completions",
+        json={"model": "scripted", "messages": messages, "k": 2, "seed": 3, "n": 1, "stream": False},
+    )
     body = r.json()
     assert r.status_code == 200 and body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["content"] == "reward:5.0000"
     assert body["reward"]["rewards"] == [10] and body["reward"]["k"] == 2
     assert (await client.get("/v1/models")).json()["data"][0]["id"] == "scripted"
-    assert_error(await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}), 400, "messages")
+    assert_error(
+        await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}),
+        400,
+        "messages",
+    )
 
 
 async def test_meta_rm_through_the_api(app_factory: Any) -> None:
     client, _ = await app_factory(meta_rm=ScriptedMetaRM())
-    body = (await client.post("/score", json={"query": "q", "responses": ["a", "bb"], "k": 8, "k_meta": 3, "return_samples": True})).json()
+    body = (
+        await client.post(
+            "/score", json={"query": "q", "responses": ["a", "bb"], "k": 8, "k_meta": 3, "return_samples": True}
+        )
+    ).json()
     assert body["k_meta"] == 3 and body["kept"] == 3
     kept = sorted(s["meta_reward"] for s in body["samples"] if s["kept"])
     dropped = [s["meta_reward"] for s in body["samples"] if not s["kept"]]
@@ -176,7 +211,9 @@ async def test_huge_body_gets_413_without_reading_it_all(app_factory: Any) -> No
 
 async def test_batch_limits(app_factory: Any) -> None:
     client, _ = await app_factory({"limits.max_batch_items": 2})
-    assert_error(await client.post("/score/batch", json={"items": [{"query": "q", "responses": ["a"]}] * 3}), 400, "items")
+    assert_error(
+        await client.post("/score/batch", json={"items": [{"query": "q", "responses": ["a"]}] * 3}), 400, "items"
+    )
     assert_error(await client.post("/score/batch", json={"items": []}), 400, "items")
     assert_error(await client.post("/score/batch", json={"items": [], "k": 0, "bogus": 1}), 400)
 
@@ -186,7 +223,10 @@ async def test_api_keys(app_factory: Any) -> None:
     body = {"query": "q", "responses": ["a"], "k": 1}
     assert_error(await client.post("/score", json=body), 401)
     assert_error(await client.post("/score", json=body, headers={"Authorization": "Bearer wrong"}), 401)
-    assert_error(await client.post("/v1/score", json={"text_1": "q", "text_2": "a"}, headers={"Authorization": "Basic s3cret"}), 401)
+    assert_error(
+        await client.post("/v1/score", json={"text_1": "q", "text_2": "a"}, headers={"Authorization": "Basic s3cret"}),
+        401,
+    )
     assert (await client.post("/score", json=body, headers={"Authorization": "Bearer s3cret"})).status_code == 200
     assert_error(await client.get("/metrics"), 401)
     assert (await client.get("/health")).status_code == 200  # health and readiness stay open for probes
@@ -216,7 +256,7 @@ async def test_metrics_count_requests_judgments_and_tokens(app_factory: Any) -> 
 async def test_engine_that_never_started_is_503_and_ready_says_why(app_factory: Any) -> None:
     class Broken(ScriptedGenerator):
         async def start(self) -> None:
-            from server.errors import BackendUnavailableError
+            from server.core.errors import BackendUnavailableError
 
             raise BackendUnavailableError("GPU out of memory while loading")
 
@@ -233,7 +273,10 @@ def test_openapi_schema_fuzz_never_gives_5xx() -> None:
     from hypothesis import HealthCheck, given, settings
     from starlette.testclient import TestClient
 
-    app = create_app(Settings().with_overrides({"judging.k": 2, "judging.max_k": 4, "limits.max_responses": 4}), generator=ScriptedGenerator())
+    app = create_app(
+        Settings().with_overrides({"judging.k": 2, "judging.max_k": 4, "limits.max_responses": 4}),
+        generator=ScriptedGenerator(),
+    )
     with TestClient(app):  # runs the lifespan
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         failures: list[str] = []

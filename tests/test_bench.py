@@ -14,11 +14,11 @@ from bench.common import table
 from bench.cost_vs_k import plan
 from bench.overhead import Paths, request_of
 from bench.pipeline import InstantGenerator, core
-from server.generators.base import SamplingConfig
-from server.judging import JudgeService
-from server.prompts import Message, PromptBuilder, TemplateName
-from server.settings import Settings
-from server.types import JudgeRequest
+from server.core.generators.base import SamplingConfig
+from server.core.judging import JudgeService
+from server.core.prompts import Message, PromptBuilder, TemplateName
+from server.core.settings import Settings
+from server.core.types import JudgeRequest
 from tests.fakes import ScriptedGenerator
 
 
@@ -28,7 +28,10 @@ def fake_engine(seen: list[dict[str, Any]]) -> openai.AsyncOpenAI:
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         seen.append(body)
-        choices = [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": "x"}} for i in range(body["n"])]
+        choices = [
+            {"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": "x"}}
+            for i in range(body["n"])
+        ]
         return httpx.Response(200, json={"id": "c", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
                                          "choices": choices, "usage": {"prompt_tokens": 10, "completion_tokens": 3 * body["n"], "total_tokens": 0}})  # fmt: skip
 
@@ -49,7 +52,15 @@ async def test_direct_path_sends_exactly_the_engine_calls_of_the_server() -> Non
         await engine.close()
         ours = Counter((c[0], c[1].n, c[1].seed, c[1].regex, c[1].temperature, c[1].max_tokens) for c in scripted.calls)
         direct = Counter(
-            (b["messages"][0]["content"], b["n"], b["seed"], b["structured_outputs"]["regex"], b["temperature"], b["max_tokens"]) for b in seen
+            (
+                b["messages"][0]["content"],
+                b["n"],
+                b["seed"],
+                b["structured_outputs"]["regex"],
+                b["temperature"],
+                b["max_tokens"],
+            )
+            for b in seen
         )
         assert direct == ours and len(seen) == min(k, 2)
         assert tokens == 3 * k
@@ -67,7 +78,11 @@ async def test_pipeline_core_with_the_instant_engine() -> None:
     gen = InstantGenerator()
     row = await core(8, 3, requests=40, concurrency=8)
     assert row["judgments_per_s"] > 0 and row["requests"] == 40
-    out = await gen.generate(PromptBuilder(TemplateName.GENERIC).build([Message("user", "q")], ["a", "b", "c"]), SamplingConfig(4, 0.5, 128), "r")
+    out = await gen.generate(
+        PromptBuilder(TemplateName.GENERIC).build([Message("user", "q")], ["a", "b", "c"]),
+        SamplingConfig(4, 0.5, 128),
+        "r",
+    )
     assert len(out.texts) == 4 and all(t.count(",") >= 2 and "\\boxed{" in t for t in out.texts)
 
 

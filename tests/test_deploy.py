@@ -26,7 +26,7 @@ from dockerfile_parse import DockerfileParser
 from packaging.requirements import Requirement
 from pydantic import SecretStr
 
-from server.settings import ServerSettings, Settings
+from server.core.settings import ServerSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY, K8S, DOCKERFILE = ROOT / "deploy", ROOT / "deploy" / "k8s", ROOT / "Dockerfile"
@@ -124,9 +124,9 @@ def server_env_sets() -> dict[str, dict[str, str]]:
 
 
 def app_routes() -> dict[str, set[str]]:
-    if importlib.util.find_spec("server.app") is None:
-        pytest.skip("server.app is not importable yet: the app factory lands with the HTTP routes issue")
-    from server.app import create_app  # type: ignore[import-not-found,unused-ignore]
+    if importlib.util.find_spec("server.http.app") is None:
+        pytest.skip("server.http.app is not importable yet: the app factory lands with the HTTP routes issue")
+    from server.http.app import create_app  # type: ignore[import-not-found,unused-ignore]
     from tests.fakes import ScriptedGenerator
 
     app = create_app(Settings(), generator=ScriptedGenerator(), meta_rm=None)

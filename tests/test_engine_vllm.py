@@ -6,13 +6,13 @@ import asyncio
 
 import pytest
 
-from server.errors import InvalidRequestError
-from server.generators.base import SamplingConfig
-from server.generators.vllm_local import VLLMGenerator
-from server.judging import JudgeService
-from server.prompts import Message, PromptBuilder, TemplateName
-from server.settings import Settings
-from server.types import JudgeRequest
+from server.core.errors import InvalidRequestError
+from server.core.generators.base import SamplingConfig
+from server.core.generators.vllm_local import VLLMGenerator
+from server.core.judging import JudgeService
+from server.core.prompts import Message, PromptBuilder, TemplateName
+from server.core.settings import Settings
+from server.core.types import JudgeRequest
 
 pytestmark = pytest.mark.engine
 
@@ -51,7 +51,9 @@ async def test_same_seed_reproduces_the_judgments(vllm_generator: VLLMGenerator)
 async def test_n_samples_per_prompt_in_one_call(vllm_generator: VLLMGenerator) -> None:
     regex = PromptBuilder(TemplateName.GENERIC).score_regex(1, 128)
     prompt = PromptBuilder(TemplateName.GENERIC).build(QUERY, [RESPONSES[0]])
-    gen = await vllm_generator.generate(prompt, SamplingConfig(n=5, temperature=0.8, max_tokens=128, seed=1, regex=regex), "n-test")
+    gen = await vllm_generator.generate(
+        prompt, SamplingConfig(n=5, temperature=0.8, max_tokens=128, seed=1, regex=regex), "n-test"
+    )
     assert len(gen.texts) == 5  # FINAL_ONLY: all samples, not just the last streamed one
     assert len(set(gen.texts)) > 1  # distinct samples at temperature 0.8
 
@@ -72,7 +74,7 @@ async def test_cancel_aborts_and_engine_keeps_serving(vllm_generator: VLLMGenera
 
 
 async def test_timeout_gives_504_error_and_aborts(vllm_generator: VLLMGenerator) -> None:
-    from server.errors import RequestTimeoutError
+    from server.core.errors import RequestTimeoutError
 
     before = vllm_generator.aborted
     svc = service(vllm_generator, **{"limits.request_timeout_s": 0.5, "judging.max_tokens": 1024})

@@ -42,19 +42,30 @@ def test_eval_cli_on_real_items_against_the_live_server(live_url: str, tmp_path:
     for row in results["rows"]:
         assert row["n"] == 2 and 0.0 <= row["ci_low"] <= row["accuracy"] <= row["ci_high"] <= 1.0
         assert row["strict_accuracy"] <= row["accuracy"] and 0 <= row["ties"] <= 2
-    assert results["judgments"] == {"greedy_judgments": 2, "greedy_valid": 2, "sampled_judgments": 4, "sampled_valid": 4}
+    assert results["judgments"] == {
+        "greedy_judgments": 2,
+        "greedy_valid": 2,
+        "sampled_judgments": 4,
+        "sampled_valid": 4,
+    }
     pb = results["position_bias"]["sampled"]
     assert pb["first"]["n"] + pb["last"]["n"] == 4  # pairs: the best is shown either first or last
     assert results["usage"]["engine_calls"] == 2 * (1 + 2)  # greedy: 1 order; k=2: min(k, n) = 2 orders
-    assert sum(results["breakdown"]["by_file"]["voting@2"][f]["n"] for f in results["breakdown"]["by_file"]["voting@2"]) == 2
+    assert (
+        sum(results["breakdown"]["by_file"]["voting@2"][f]["n"] for f in results["breakdown"]["by_file"]["voting@2"])
+        == 2
+    )
 
     records = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     for rec in records:
         sampled = rec["sampled"]["samples"]
         assert len(sampled) == 2 and all(sorted(s["order"]) == [0, 1] for s in sampled)
-        assert rec["perm"][rec["label"]] == json.loads(
-            next(line for line in SAMPLE.read_text().splitlines() if json.loads(line)["id"] == rec["id"])
-        )["label"]
+        assert (
+            rec["perm"][rec["label"]]
+            == json.loads(
+                next(line for line in SAMPLE.read_text().splitlines() if json.loads(line)["id"] == rec["id"])
+            )["label"]
+        )
 
     again = run_eval(live_url, out)  # a finished run: nothing is judged again, same numbers
     assert again.returncode == 0, again.stderr[-3000:]

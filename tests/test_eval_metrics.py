@@ -58,7 +58,14 @@ def test_summary_accuracy_and_tie_count() -> None:
     outcomes = [Outcome.of(r, 0) for r in [(9, 1), (1, 9), (5, 5), (8, 2)]]
     s = summarize(outcomes, resamples=200, seed=1)
     assert (s.n, s.accuracy, s.strict_accuracy, s.ties) == (4, 0.625, 0.5, 1)
-    assert summarize([]).to_json() == {"n": 0, "accuracy": None, "ci_low": None, "ci_high": None, "strict_accuracy": None, "ties": 0}
+    assert summarize([]).to_json() == {
+        "n": 0,
+        "accuracy": None,
+        "ci_low": None,
+        "ci_high": None,
+        "strict_accuracy": None,
+        "ties": 0,
+    }
 
 
 def test_bootstrap_is_seeded_and_degenerate_cases_are_exact() -> None:
@@ -180,7 +187,9 @@ def test_parse_ks_rejects(text: str) -> None:
         parse_ks(text)
 
 
-@pytest.mark.parametrize(("text", "expected"), [("half", ("half",)), ("half,1,4,1", ("half", 1, 4)), ("0", ()), ("none", ())])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("half", ("half",)), ("half,1,4,1", ("half", 1, 4)), ("0", ()), ("none", ())]
+)
 def test_parse_k_meta(text: str, expected: tuple[Any, ...]) -> None:
     assert parse_k_meta(text) == expected
 
@@ -233,7 +242,9 @@ def test_limit_is_a_seeded_nested_sample_per_file(tmp_path: Path) -> None:
     assert small.available == {"a.jsonl": 50, "b.jsonl": 5}
 
 
-def record(key: str, label: int, greedy: list[int] | None, samples: list[tuple[list[int] | None, list[int]]], **extra: Any) -> dict[str, Any]:
+def record(
+    key: str, label: int, greedy: list[int] | None, samples: list[tuple[list[int] | None, list[int]]], **extra: Any
+) -> dict[str, Any]:
     rec: dict[str, Any] = {"key": key, "file": "f.jsonl", "id": key, "source": "S/" + key[0], "category": key[0], "n": 2,
                            "label": label, "perm": [0, 1], "seed": 0, "usage": {"engine_calls": 3}, "elapsed_s": 1.0}  # fmt: skip
     rec["greedy"] = {"samples": [{"scores": greedy, "order": [0, 1], "meta_reward": None}]}
@@ -249,7 +260,9 @@ def test_build_results_counts_ties_failures_and_breakdowns() -> None:
         record("a2", 1, [5, 5], [([2, 9], list(orders[0])), ([4, 4], list(orders[1]))]),
         record("b1", 0, None, [(None, list(orders[0])), (None, list(orders[1]))]),
         record("b2", 0, [1, 2], [], sampled={"error": {"type": "no_valid_judgment", "status": 502, "message": "x"}}),
-        record("b3", 0, [9, 1], [], sampled={"error": {"type": "invalid_request_error", "status": 400, "message": "long"}}),
+        record(
+            "b3", 0, [9, 1], [], sampled={"error": {"type": "invalid_request_error", "status": 400, "message": "long"}}
+        ),
     ]
     results = build_results(records, ReportSpec(ks=(1, 2), resamples=100))
     rows = {r["name"]: r for r in results["rows"]}

@@ -15,8 +15,10 @@ import pytest
 import pytest_asyncio
 from typer.testing import CliRunner
 
-from server.app import create_app
 from server.cli import app as cli_app
+from server.core.judging import JudgeService
+from server.core.prompts import PromptBuilder, TemplateName
+from server.core.settings import Settings
 from server.evaluation.evaluate import EvalOptions, evaluate
 from server.evaluation.runner import (
     ITEMS_FILE,
@@ -27,9 +29,7 @@ from server.evaluation.runner import (
     load_records,
 )
 from server.evaluation.scorers import HTTPScorer, ScoreFailure, Scorer, ScorerInfo, ServiceScorer
-from server.judging import JudgeService
-from server.prompts import PromptBuilder, TemplateName
-from server.settings import Settings
+from server.http.app import create_app
 from tests.conftest import free_port
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM, shown_responses
 
@@ -104,13 +104,20 @@ async def test_evaluate_writes_results_plot_and_shows_voting_cancels_position_bi
     assert set(results["breakdown"]["by_source"]["voting@4"]) == {"set/even", "set/odd"}
     for row in results["rows"]:
         assert row["n"] == 40 and row["ci_low"] <= row["accuracy"] <= row["ci_high"]
-    assert results["judgments"] == {"greedy_judgments": 40, "greedy_valid": 40, "sampled_judgments": 160, "sampled_valid": 160}
+    assert results["judgments"] == {
+        "greedy_judgments": 40,
+        "greedy_valid": 40,
+        "sampled_judgments": 160,
+        "sampled_valid": 160,
+    }
     assert results["config"]["k_max"] == 4 and results["config"]["k_meta"] == []
 
 
 async def test_interrupted_run_resumes_without_judging_any_item_twice(tmp_path: Path) -> None:
     data = write_data(tmp_path / "pairs.jsonl", 12)
-    clean = await evaluate(ServiceScorer(service()), options(data, tmp_path / "clean", concurrency=3), log=lambda _: None)
+    clean = await evaluate(
+        ServiceScorer(service()), options(data, tmp_path / "clean", concurrency=3), log=lambda _: None
+    )
 
     first = Counting(ServiceScorer(service()), fail_after=9)
     with pytest.raises(EvalInterrupted):
@@ -174,14 +181,18 @@ async def test_metarm_rows_when_the_judge_has_a_meta_rm(tmp_path: Path) -> None:
     assert results["config"]["meta_rm"] == "scripted-meta-rm" and results["config"]["request_k_meta"] == 4
     assert results["notes"] == []
     logged: list[str] = []
-    plain = await evaluate(ServiceScorer(service()), replace(options(data, tmp_path / "p"), k_meta=("half",)), log=logged.append)
+    plain = await evaluate(
+        ServiceScorer(service()), replace(options(data, tmp_path / "p"), k_meta=("half",)), log=logged.append
+    )
     assert all(r["method"] != "metarm" for r in plain["rows"])
     assert "no Meta RM" in logged[0] and "no Meta RM" in plain["notes"][0]
 
 
 async def test_best_of_n_items(tmp_path: Path) -> None:
     data = write_data(tmp_path / "bon.jsonl", 8, n_responses=5)
-    results = await evaluate(ServiceScorer(service()), options(data, tmp_path / "o", ks=(1, 2, 4, 8)), log=lambda _: None)
+    results = await evaluate(
+        ServiceScorer(service()), options(data, tmp_path / "o", ks=(1, 2, 4, 8)), log=lambda _: None
+    )
     assert results["items"]["chance_accuracy"] == 0.2
     acc = rows(results)
     assert acc["voting@8"] == 1.0  # k >= n: the best visits the first position as often as any other
@@ -226,6 +237,6 @@ def test_cli_eval_bad_options_and_unreachable_server(tmp_path: Path, args: list[
      ("/models/meta", {"meta_rm.backend": "hf", "meta_rm.model": "/models/meta"})],
 )  # fmt: skip
 def test_cli_meta_rm_option_reads_like_serve(value: str | None, expected: dict[str, str]) -> None:
-    from server.cli_eval import _meta_rm_overrides
+    from server.cli.eval import _meta_rm_overrides
 
     assert _meta_rm_overrides(value) == expected

@@ -11,8 +11,8 @@ import httpx
 import pytest
 import uvicorn
 
-from server.app import create_app
-from server.settings import Settings
+from server.core.settings import Settings
+from server.http.app import create_app
 from tests.conftest import free_port
 from tests.fakes import ScriptedGenerator
 
@@ -89,7 +89,10 @@ async def test_engine_crash_is_a_502_not_a_500() -> None:
 
 async def test_overload_gets_429_with_retry_after_and_nothing_is_lost() -> None:
     gen = ScriptedGenerator(delay_s=0.4)
-    async with live(gen, **{"limits.max_concurrent_requests": 8}) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with (
+        live(gen, **{"limits.max_concurrent_requests": 8}) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
         bodies = [{"query": "q", "responses": ["a" * (1 + i % 9)], "k": 1, "seed": i} for i in range(50)]
         responses = await asyncio.gather(*(client.post("/score", json=b) for b in bodies))
     statuses = [r.status_code for r in responses]

@@ -6,17 +6,17 @@ import asyncio
 
 import pytest
 
-from server.errors import (
+from server.core.errors import (
     BackendUnavailableError,
     InvalidRequestError,
     NoValidJudgmentError,
     OverloadedError,
     RequestTimeoutError,
 )
-from server.judging import JudgeService
-from server.prompts import Message, PromptBuilder, TemplateName
-from server.settings import Settings
-from server.types import JudgeRequest
+from server.core.judging import JudgeService
+from server.core.prompts import Message, PromptBuilder, TemplateName
+from server.core.settings import Settings
+from server.core.types import JudgeRequest
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM, score_by_length, shown_responses
 
 
@@ -59,7 +59,10 @@ async def test_unparseable_judgments_are_flagged_and_left_out_not_zero() -> None
     bad = [s for s in result.samples if s.scores is None]
     assert len(bad) == 2 and all(s.error and s.error.startswith("no_box") and not s.kept for s in bad)
     assert result.valid == 2 and result.kept == 2
-    assert result.rewards == (2, 4)  # two voters; an invalid judgment counted as 0 would not change sums, but means would:
+    assert result.rewards == (
+        2,
+        4,
+    )  # two voters; an invalid judgment counted as 0 would not change sums, but means would:
     assert result.scores == (1.0, 2.0)
 
 

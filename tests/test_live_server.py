@@ -42,7 +42,13 @@ def test_score_batch_real_items(live_url: str) -> None:
 def test_vllm_score_route(live_url: str) -> None:
     r = httpx.post(
         f"{live_url}/v1/score",
-        json={"model": "smollm2-135m-instruct", "text_1": "What is 3 times 3?", "text_2": ["9", "It is 9.", "6"], "k": 3, "seed": 2},
+        json={
+            "model": "smollm2-135m-instruct",
+            "text_1": "What is 3 times 3?",
+            "text_2": ["9", "It is 9.", "6"],
+            "k": 3,
+            "seed": 2,
+        },
         timeout=300,
     )
     assert r.status_code == 200, r.text
@@ -53,7 +59,9 @@ def test_vllm_score_route(live_url: str) -> None:
 def test_get_reward_route(live_url: str) -> None:
     prompt = "<|im_start|>user\nSay hello<|im_end|>\n<|im_start|>assistant\n"
     queries = [prompt + "Hello!", prompt + "Goodbye."]
-    r = httpx.post(f"{live_url}/get_reward", json={"query": queries, "prompts": [prompt, prompt], "k": 2, "seed": 4}, timeout=300)
+    r = httpx.post(
+        f"{live_url}/get_reward", json={"query": queries, "prompts": [prompt, prompt], "k": 2, "seed": 4}, timeout=300
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body["rewards"]) == 2 and all(1.0 <= x <= 10.0 for x in body["rewards"])
@@ -74,7 +82,9 @@ def test_openai_sdk_chat_completions_and_models(live_url: str) -> None:
     reward = completion.model_extra["reward"]  # type: ignore[index]
     assert reward["k"] == 2 and reward["valid"] == 2
     with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+        )
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="smollm2-135m-instruct", messages=[{"role": "user", "content": "x"}])
     assert info.value.body["param"] == "messages"  # type: ignore[index]

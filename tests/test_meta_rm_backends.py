@@ -22,19 +22,29 @@ from meta_rm.protocol import MetaRM, MetaRMInput
 from meta_rm.remote import RemoteMetaRM
 from meta_rm.settings import MetaRMBackend, MetaRMSettings
 from meta_rm.vllm_local import VLLMMetaRM
-from server.engines import build_meta_rm as server_build_meta_rm
-from server.errors import ConfigurationError
-from server.judging import JudgeService
-from server.prompts import Message, PromptBuilder, TemplateName
-from server.settings import Settings
-from server.types import JudgeRequest
+from server.core.engines import build_meta_rm as server_build_meta_rm
+from server.core.errors import ConfigurationError
+from server.core.judging import JudgeService
+from server.core.prompts import Message, PromptBuilder, TemplateName
+from server.core.settings import Settings
+from server.core.types import JudgeRequest
 from tests.conftest import cache_dir, free_port
 from tests.fakes import ScriptedGenerator, shown_responses
 from voting import vote
 
 INPUTS = [
-    MetaRMInput("User: What is the capital of France?", ("Paris.", "Lyon."), f"Specific Criteria: facts.\nAnalysis: {why}\nScores: \\boxed{{{box}}}")
-    for why, box in [("Paris is right.", "9, 2"), ("Lyon is right.", "2, 9"), ("Both fine.", "5, 5"), ("Short.", "7, 3"), ("Long answer " * 6, "8, 1")]
+    MetaRMInput(
+        "User: What is the capital of France?",
+        ("Paris.", "Lyon."),
+        f"Specific Criteria: facts.\nAnalysis: {why}\nScores: \\boxed{{{box}}}",
+    )
+    for why, box in [
+        ("Paris is right.", "9, 2"),
+        ("Lyon is right.", "2, 9"),
+        ("Both fine.", "5, 5"),
+        ("Short.", "7, 3"),
+        ("Long answer " * 6, "8, 1"),
+    ]
 ]
 
 
@@ -96,7 +106,11 @@ def test_bad_settings_are_clear_configuration_errors(settings: dict[str, str], m
     server_settings = Settings().with_overrides({f"meta_rm.{k}": v for k, v in settings.items()})
     with pytest.raises(ConfigurationError) as info:  # the server's error tree: 500 configuration_error
         server_build_meta_rm(server_settings)
-    assert info.value.status == 500 and info.value.type == "configuration_error" and message.split()[0] in info.value.message
+    assert (
+        info.value.status == 500
+        and info.value.type == "configuration_error"
+        and message.split()[0] in info.value.message
+    )
 
 
 def test_embedded_needs_its_backbone_and_a_sound_head(tmp_path: Path, embedded_model: Path) -> None:
@@ -118,7 +132,9 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert (s.backend, s.base_url, s.route) == (MetaRMBackend.REMOTE, "http://10.0.0.2:8002", "pooling")
 
 
-async def test_hf_scores_are_deterministic_and_independent_of_batching(hf_meta_rm: HFMetaRM, meta_rm_folder: Path) -> None:
+async def test_hf_scores_are_deterministic_and_independent_of_batching(
+    hf_meta_rm: HFMetaRM, meta_rm_folder: Path
+) -> None:
     scores = await hf_meta_rm.score(INPUTS)
     assert len(scores) == len(INPUTS) and len(set(scores)) == len(scores)
     assert await hf_meta_rm.score(INPUTS[::-1]) == pytest.approx(scores[::-1], abs=1e-4)
@@ -130,7 +146,9 @@ async def test_hf_scores_are_deterministic_and_independent_of_batching(hf_meta_r
 
 
 async def test_embedded_backend_prepares_at_start_and_reports_readiness(embedded_model: Path) -> None:
-    rm = build_meta_rm(MetaRMSettings(backend=MetaRMBackend.EMBEDDED), cache_dir(), embedded_backbone=lambda: embedded_model)
+    rm = build_meta_rm(
+        MetaRMSettings(backend=MetaRMBackend.EMBEDDED), cache_dir(), embedded_backbone=lambda: embedded_model
+    )
     assert rm is not None
     with pytest.raises(MetaRMUnavailableError, match="not started"):
         await rm.check_ready()
@@ -153,7 +171,9 @@ def varied_judge(prompt: str, i: int) -> str:
 
 async def test_judge_service_keeps_exactly_the_top_k_meta_judgments(hf_meta_rm: HFMetaRM) -> None:
     settings = Settings()
-    service = JudgeService(ScriptedGenerator(judge=varied_judge), PromptBuilder(TemplateName.GENERIC), settings, meta_rm=hf_meta_rm)
+    service = JudgeService(
+        ScriptedGenerator(judge=varied_judge), PromptBuilder(TemplateName.GENERIC), settings, meta_rm=hf_meta_rm
+    )
     plain = JudgeService(ScriptedGenerator(judge=varied_judge), PromptBuilder(TemplateName.GENERIC), settings)
     request = JudgeRequest((Message("user", "Which is better?"),), ("Paris.", "Lyon is the capital."), k=6, seed=4)
     result = await service.judge(JudgeRequest(request.messages, request.responses, k=6, k_meta=2, seed=4))
@@ -173,6 +193,7 @@ async def test_judge_service_keeps_exactly_the_top_k_meta_judgments(hf_meta_rm: 
 
 
 # --- vLLM pooling in-process and a real pooling server (vLLM CPU runs the classify task) ---
+
 
 @pytest.mark.engine
 async def test_vllm_in_process_pooling_scores_like_transformers(meta_rm_folder: Path, hf_meta_rm: HFMetaRM) -> None:
@@ -211,7 +232,9 @@ class PoolingServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"pooling server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"pooling server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return self.url
@@ -238,8 +261,12 @@ def pooling_url(meta_rm_folder: Path, request: pytest.FixtureRequest) -> str:
 
 @pytest.mark.meta_remote
 @pytest.mark.parametrize("route", ["classify", "pooling"])
-async def test_remote_pooling_server_scores_like_transformers(pooling_url: str, route: str, hf_meta_rm: HFMetaRM) -> None:
-    settings = MetaRMSettings(backend=MetaRMBackend.REMOTE, base_url=pooling_url + "/v1", model=EMBEDDED_META_RM_NAME, route=route)  # type: ignore[arg-type]
+async def test_remote_pooling_server_scores_like_transformers(
+    pooling_url: str, route: str, hf_meta_rm: HFMetaRM
+) -> None:
+    settings = MetaRMSettings(
+        backend=MetaRMBackend.REMOTE, base_url=pooling_url + "/v1", model=EMBEDDED_META_RM_NAME, route=route
+    )  # type: ignore[arg-type]
     rm = build_meta_rm(settings, cache_dir())
     assert rm is not None
     await rm.start()
@@ -270,7 +297,9 @@ async def test_unreachable_remote_is_unavailable_not_a_crash() -> None:
         (200, {"data": []}, MetaRMBackendError, "unexpected /classify response"),
     ],
 )
-async def test_remote_faults_become_meta_rm_errors(status: int, payload: object, error: type[Exception], message: str) -> None:
+async def test_remote_faults_become_meta_rm_errors(
+    status: int, payload: object, error: type[Exception], message: str
+) -> None:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -288,11 +317,18 @@ async def test_remote_faults_become_meta_rm_errors(status: int, payload: object,
     sent = httpx.Response(200, content=seen[1].content).json()
     assert sent["messages"][1] == {"role": "assistant", "content": INPUTS[0].judgment}
     # truncation is capped at the served context (50 < 99), keeps the end, and the raw logit comes back
-    assert (sent["model"], sent["truncate_prompt_tokens"], sent["truncation_side"], sent["use_activation"]) == ("m", 50, "left", False)
+    assert (sent["model"], sent["truncate_prompt_tokens"], sent["truncation_side"], sent["use_activation"]) == (
+        "m",
+        50,
+        "left",
+        False,
+    )
 
 
 async def test_remote_refuses_a_model_the_server_does_not_serve() -> None:
-    transport = httpx.MockTransport(lambda _: httpx.Response(200, json={"data": [{"id": "other", "max_model_len": 512}]}))
+    transport = httpx.MockTransport(
+        lambda _: httpx.Response(200, json={"data": [{"id": "other", "max_model_len": 512}]})
+    )
     rm = RemoteMetaRM("http://pool:8000", model="m", transport=transport)
     with pytest.raises(MetaRMUnavailableError, match="'m' is not served"):
         await rm.check_ready()

@@ -8,12 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 from meta_rm.labels import is_correct, label_judgment
-from server.cli_meta import meta_app
-from server.generators.vllm_local import VLLMGenerator
-from server.judging import JudgeService
-from server.meta_data import judge_items, load_items
-from server.prompts import PromptBuilder, TemplateName
-from server.settings import Settings
+from server.cli.meta import meta_app
+from server.core.generators.vllm_local import VLLMGenerator
+from server.core.judging import JudgeService
+from server.core.meta_data import judge_items, load_items
+from server.core.prompts import PromptBuilder, TemplateName
+from server.core.settings import Settings
 from tests.fakes import ScriptedGenerator
 
 SAMPLE = Path(__file__).parent / "data" / "dev_sample.jsonl"

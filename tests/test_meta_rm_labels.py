@@ -13,7 +13,7 @@ from meta_rm.labels import is_correct, label_judgment
 from meta_rm.protocol import MetaRMInput
 from meta_rm.records import JudgmentRecord, read_records, write_records
 from meta_rm.train import accuracy, auc, split_by_item
-from server.meta_data import item_seed, load_items, parse_item, select_items
+from server.core.meta_data import item_seed, load_items, parse_item, select_items
 
 SAMPLE = Path(__file__).parent / "data" / "dev_sample.jsonl"
 
@@ -63,7 +63,9 @@ def test_label_judgment_text(text: str, order: tuple[int, ...], label: int, expe
     assert label_judgment(text, order, label) is expected
 
 
-ITEM = MetaRMInput("User: What is 2+2?", ("5", "4"), "Specific Criteria: math.\nAnalysis: 4 is right.\nScores: \\boxed{2, 9}")
+ITEM = MetaRMInput(
+    "User: What is 2+2?", ("5", "4"), "Specific Criteria: math.\nAnalysis: 4 is right.\nScores: \\boxed{2, 9}"
+)
 
 
 def test_input_text_holds_query_responses_instruction_and_judgment() -> None:
@@ -89,7 +91,9 @@ def test_input_uses_the_chat_template_and_truncates_from_the_left(embedded_model
     assert render(ITEM, tok) == (plain_text(ITEM), True)
 
 
-def record(item: str, order: tuple[int, ...], scores: tuple[int, ...] | None, label: int = 0, seed: int = 1) -> JudgmentRecord:
+def record(
+    item: str, order: tuple[int, ...], scores: tuple[int, ...] | None, label: int = 0, seed: int = 1
+) -> JudgmentRecord:
     return JudgmentRecord(
         item_id=item, source="test", conversation="User: q", responses=("a", "b"), label=label, order=order,
         text=f"judgment {item} {order} {scores}", scores=scores, correct=is_correct(scores, label), seed=seed,
@@ -134,7 +138,12 @@ def test_accuracy_uses_the_sign() -> None:
 
 def test_meta_rm_selection_can_fix_a_wrong_vote() -> None:
     # item "x": two wrong judgments outvote one right one; the Meta RM rates the right one highest
-    recs = [record("x", (0, 1), (2, 9)), record("x", (1, 0), (3, 8)), record("x", (0, 1), (10, 1)), record("x", (0, 1), None)]
+    recs = [
+        record("x", (0, 1), (2, 9)),
+        record("x", (1, 0), (3, 8)),
+        record("x", (0, 1), (10, 1)),
+        record("x", (0, 1), None),
+    ]
     meta = [0.1, -1.0, 2.0, 5.0]  # the unparseable judgment's rating is ignored
     assert item_best(recs, None, 0) == (1, False)  # rewards (15, 18)
     assert item_best(recs, meta, 1) == (0, False)  # only (10, 1) votes
@@ -148,10 +157,19 @@ def test_meta_rm_selection_can_fix_a_wrong_vote() -> None:
     ("data", "reason"),
     [
         ({"id": "a", "prompt": "q", "responses": ["x", "y"], "label": None}, "tie"),
-        ({"id": "a", "prompt": "q", "responses": ["x", "y"], "label": 0, "meta": {"label_ambiguous": True}}, "label_ambiguous"),
-        ({"id": "a", "prompt": "q", "responses": ["x", "x"], "label": 0, "meta": {"identical_responses": True}}, "identical_responses"),
+        (
+            {"id": "a", "prompt": "q", "responses": ["x", "y"], "label": 0, "meta": {"label_ambiguous": True}},
+            "label_ambiguous",
+        ),
+        (
+            {"id": "a", "prompt": "q", "responses": ["x", "x"], "label": 0, "meta": {"identical_responses": True}},
+            "identical_responses",
+        ),
         ({"id": "a", "prompt": "q", "responses": ["x", "y"], "label": 2}, "malformed"),
-        ({"id": "a", "prompt": [{"role": "assistant", "content": "hi"}], "responses": ["x", "y"], "label": 0}, "malformed"),
+        (
+            {"id": "a", "prompt": [{"role": "assistant", "content": "hi"}], "responses": ["x", "y"], "label": 0},
+            "malformed",
+        ),
     ],
 )
 def test_items_that_cannot_be_labelled_are_skipped(data: dict[str, object], reason: str) -> None:
@@ -160,7 +178,16 @@ def test_items_that_cannot_be_labelled_are_skipped(data: dict[str, object], reas
 
 def test_items_load_from_files_and_folders_and_select_disjoint_slices(tmp_path: Path) -> None:
     extra = [
-        {"id": "multi", "prompt": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "and?"}], "responses": ["a", "b"], "label": 1},
+        {
+            "id": "multi",
+            "prompt": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "yo"},
+                {"role": "user", "content": "and?"},
+            ],
+            "responses": ["a", "b"],
+            "label": 1,
+        },
         {"id": "tie", "prompt": "q", "responses": ["a", "b"], "label": None},
         {"id": "long", "prompt": "q" * 5000, "responses": ["a", "b"], "label": 0},
     ]

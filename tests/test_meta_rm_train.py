@@ -15,7 +15,7 @@ from meta_rm.inputs import encode
 from meta_rm.labels import is_correct
 from meta_rm.records import JudgmentRecord, write_records
 from meta_rm.train import TrainConfig, save_checkpoint, train
-from server.cli_meta import meta_app
+from server.cli.meta import meta_app
 
 RIGHT = "Specific Criteria: correctness.\nAnalysis: Response 1 states the right fact.\nScores: \\boxed{9, 2}"
 WRONG = "Specific Criteria: style.\nAnalysis: Response 2 sounds confident.\nScores: \\boxed{3, 8}"
@@ -28,17 +28,27 @@ def tiny_records(items: int = 8) -> list[JudgmentRecord]:
         for text, scores in ((RIGHT, (9, 2)), (WRONG, (3, 8))):
             out.append(
                 JudgmentRecord(
-                    item_id=f"item-{i}", source="tiny", conversation=f"User: What is {i} + {i}?",
-                    responses=(str(2 * i), str(2 * i + 1)), label=0, order=(0, 1), text=text, scores=scores,
+                    item_id=f"item-{i}",
+                    source="tiny",
+                    conversation=f"User: What is {i} + {i}?",
+                    responses=(str(2 * i), str(2 * i + 1)),
+                    label=0,
+                    order=(0, 1),
+                    text=text,
+                    scores=scores,
                     correct=is_correct(scores, 0),
                 )  # fmt: skip
             )
     return out
 
 
-async def test_head_training_lowers_the_loss_and_the_checkpoint_reloads_identically(embedded_model: Path, tmp_path: Path) -> None:
+async def test_head_training_lowers_the_loss_and_the_checkpoint_reloads_identically(
+    embedded_model: Path, tmp_path: Path
+) -> None:
     records = tiny_records(6)
-    config = TrainConfig(model=str(embedded_model), freeze_backbone=True, epochs=150, lr=1e-2, eval_fraction=0.34, max_length=256)
+    config = TrainConfig(
+        model=str(embedded_model), freeze_backbone=True, epochs=150, lr=1e-2, eval_fraction=0.34, max_length=256
+    )
     result = train(records, config)
     assert result.loss_after < 0.5 * result.loss_before
     assert result.losses[-1] < result.losses[0]
@@ -60,7 +70,15 @@ async def test_head_training_lowers_the_loss_and_the_checkpoint_reloads_identica
 
 def test_full_fine_tune_lowers_the_loss(embedded_model: Path) -> None:
     records = tiny_records(2)
-    config = TrainConfig(model=str(embedded_model), freeze_backbone=False, epochs=2, lr=5e-5, batch_size=2, eval_fraction=0.0, max_length=128)
+    config = TrainConfig(
+        model=str(embedded_model),
+        freeze_backbone=False,
+        epochs=2,
+        lr=5e-5,
+        batch_size=2,
+        eval_fraction=0.0,
+        max_length=128,
+    )
     result = train(records, config)
     assert len(result.losses) == 4  # 2 epochs x 2 batches
     assert result.loss_after < result.loss_before

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from server.errors import BackendUnavailableError
-from server.generators.openai_remote import OpenAIGenerator
-from server.judging import JudgeService
-from server.prompts import Message, PromptBuilder, TemplateName
-from server.settings import Settings
-from server.types import JudgeRequest
+from server.core.errors import BackendUnavailableError
+from server.core.generators.openai_remote import OpenAIGenerator
+from server.core.judging import JudgeService
+from server.core.prompts import Message, PromptBuilder, TemplateName
+from server.core.settings import Settings
+from server.core.types import JudgeRequest
 from tests.conftest import free_port
 
 QUERY = (Message("user", "Name a primary colour."),)
@@ -22,7 +22,9 @@ RESPONSES = ("Red is a primary colour.", "Green grass.")
 
 
 def openai_settings(url: str, **extra: object) -> Settings:
-    return Settings().with_overrides({"generator.backend": "openai", "generator.base_url": url, "judging.max_tokens": 160, **extra})
+    return Settings().with_overrides(
+        {"generator.backend": "openai", "generator.base_url": url, "judging.max_tokens": 160, **extra}
+    )
 
 
 @pytest.mark.remote
@@ -51,13 +53,19 @@ async def test_unreachable_openai_backend_is_a_clear_503() -> None:
         await gen.check_ready()
     assert "not reachable" in info.value.message and info.value.status == 503
     with pytest.raises(BackendUnavailableError):
-        await JudgeService(gen, PromptBuilder(TemplateName.GENERIC), settings).judge(JudgeRequest(QUERY, RESPONSES, k=1))
+        await JudgeService(gen, PromptBuilder(TemplateName.GENERIC), settings).judge(
+            JudgeRequest(QUERY, RESPONSES, k=1)
+        )
     await gen.close()
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", *args], capture_output=True, text=True, timeout=600, env=env or dict(os.environ)
+        [sys.executable, "-m", "server.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env or dict(os.environ),
     )
 
 
@@ -72,12 +80,28 @@ def test_cli_score_json_matches_the_score_body(remote_url: str) -> None:
     assert body["object"] == "score" and body["k"] == 4 and body["seed"] == 3
     assert len(body["rewards"]) == 2 and body["best"] in (0, 1)
     assert body["valid"] == 4 and len(body["samples"]) == 4
-    assert {"scores", "order", "meta_reward", "kept", "text", "principles", "critique", "error"} <= set(body["samples"][0])
+    assert {"scores", "order", "meta_reward", "kept", "text", "principles", "critique", "error"} <= set(
+        body["samples"][0]
+    )
 
 
 @pytest.mark.remote
 def test_cli_score_table(remote_url: str) -> None:
-    proc = run_cli("score", "--query", "Hi", "-r", "Hello!", "--k", "2", "--max-tokens", "160", "--backend", "openai", "--base-url", remote_url)
+    proc = run_cli(
+        "score",
+        "--query",
+        "Hi",
+        "-r",
+        "Hello!",
+        "--k",
+        "2",
+        "--max-tokens",
+        "160",
+        "--backend",
+        "openai",
+        "--base-url",
+        remote_url,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "reward" in proc.stdout and "best: response 0" in proc.stdout
 
@@ -87,8 +111,14 @@ def test_cli_score_table(remote_url: str) -> None:
     [
         (["--query", "q"], "Missing option '--response'"),
         (["--query", "", "-r", "a", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"], "query is empty"),
-        (["--query", "q", "-r", "a", "--k", "0", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"], "k must be in 1..64"),
-        (["--query", "q", "-r", "a", "--k", "65", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"], "k must be in 1..64"),
+        (
+            ["--query", "q", "-r", "a", "--k", "0", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"],
+            "k must be in 1..64",
+        ),
+        (
+            ["--query", "q", "-r", "a", "--k", "65", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"],
+            "k must be in 1..64",
+        ),
         (["--query", "q", "-r", "a", "--backend", "tgi"], "tgi"),
         (["--query", "q", "-r", "a", "--backend", "openai"], "base_url is required"),
     ],

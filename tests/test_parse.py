@@ -73,7 +73,11 @@ def test_parse_never_raises(text: str, n: int) -> None:
 @pytest.mark.parametrize(
     ("text", "principles", "critique"),
     [
-        ("Specific Criteria: accuracy 60%.\nAnalysis: R1 is right.\nScores: \\boxed{9, 2}", "accuracy 60%.", "R1 is right."),
+        (
+            "Specific Criteria: accuracy 60%.\nAnalysis: R1 is right.\nScores: \\boxed{9, 2}",
+            "accuracy 60%.",
+            "R1 is right.",
+        ),
         ("Specific Criteria: a\nb\nAnalysis: multi\nline\nScores: \\boxed{1}", "a\nb", "multi\nline"),
         ("Analysis only \\boxed{3}", "", ""),
         ("Specific Criteria: c\nAnalysis: d", "c", "d"),

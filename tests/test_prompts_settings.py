@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from server.prompts import Message, PromptBuilder, TemplateName, load_template, render_conversation, resolve_template
-from server.settings import Backend, Settings
+from server.core.prompts import (
+    Message,
+    PromptBuilder,
+    TemplateName,
+    load_template,
+    render_conversation,
+    resolve_template,
+)
+from server.core.settings import Backend, Settings
 
 SHARED_TEMPLATE = Path(__file__).resolve().parents[1].parent / "shared" / "design" / "grm_prompt_appendix_g.txt"
 
@@ -27,12 +34,20 @@ def test_deepseek_prompt_wraps_responses_as_published() -> None:
     builder = PromptBuilder(TemplateName.DEEPSEEK_GRM)
     prompt = builder.build([Message("user", "Hi?")], ["Hello!", "Go away."])
     assert "User: Hi?\n\n#### Responses to be Scored ####\n" in prompt
-    assert "[The Begin of Response 1]\nHello!\n[The End of Response 1]\n[The Begin of Response 2]\nGo away.\n[The End of Response 2]\n" in prompt
+    assert (
+        "[The Begin of Response 1]\nHello!\n[The End of Response 1]\n[The Begin of Response 2]\nGo away.\n[The End of Response 2]\n"
+        in prompt
+    )
     assert "{conversation}" not in prompt and "{responses}" not in prompt
 
 
 def test_multi_turn_rendering_labels_roles() -> None:
-    messages = [Message("system", "Be brief."), Message("user", "2+2?"), Message("assistant", "4"), Message("user", "and 3+3?")]
+    messages = [
+        Message("system", "Be brief."),
+        Message("user", "2+2?"),
+        Message("assistant", "4"),
+        Message("user", "and 3+3?"),
+    ]
     assert render_conversation(messages) == "System: Be brief.\n\nUser: 2+2?\n\nAssistant: 4\n\nUser: and 3+3?"
 
 
@@ -50,11 +65,14 @@ def test_generic_template_has_a_worked_example_and_ends_with_judgment() -> None:
     assert text.rstrip().endswith("#### Judgment ####")
 
 
-@pytest.mark.parametrize(("name", "model", "expected"), [
-    (TemplateName.AUTO, "BBQGOD/DeepSeek-GRM-27B", TemplateName.DEEPSEEK_GRM),
-    (TemplateName.AUTO, "smollm2-135m-instruct", TemplateName.GENERIC),
-    (TemplateName.GENERIC, "BBQGOD/DeepSeek-GRM-27B", TemplateName.GENERIC),
-])
+@pytest.mark.parametrize(
+    ("name", "model", "expected"),
+    [
+        (TemplateName.AUTO, "BBQGOD/DeepSeek-GRM-27B", TemplateName.DEEPSEEK_GRM),
+        (TemplateName.AUTO, "smollm2-135m-instruct", TemplateName.GENERIC),
+        (TemplateName.GENERIC, "BBQGOD/DeepSeek-GRM-27B", TemplateName.GENERIC),
+    ],
+)
 def test_resolve_template(name: TemplateName, model: str, expected: TemplateName) -> None:
     assert resolve_template(name, model) is expected
 

@@ -63,9 +63,7 @@ def parse_scores(text: str, n_responses: int) -> ScoreParse:
         return ScoreParse(None, ParseError.EMPTY_BOX, "the score box is empty")
     parts = [p.strip() for p in _SEPARATORS.split(box)]
     if len(parts) != n_responses:
-        return ScoreParse(
-            None, ParseError.WRONG_COUNT, f"{len(parts)} scores for {n_responses} responses"
-        )
+        return ScoreParse(None, ParseError.WRONG_COUNT, f"{len(parts)} scores for {n_responses} responses")
     scores: list[int] = []
     for part in parts:
         if not _INTEGER.fullmatch(part):

@@ -41,7 +41,7 @@ class EvalOptions:
 
 
 def parse_ks(text: str) -> tuple[int, ...]:
-    """"1,2,4,8" -> (1, 2, 4, 8): sorted, unique, each >= 1."""
+    """ "1,2,4,8" -> (1, 2, 4, 8): sorted, unique, each >= 1."""
     try:
         ks = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError as exc:
@@ -52,7 +52,7 @@ def parse_ks(text: str) -> tuple[int, ...]:
 
 
 def parse_k_meta(text: str) -> tuple[str | int, ...]:
-    """"half,1,4" -> ("half", 1, 4); "0" or "none" -> () (no MetaRM rows)."""
+    """ "half,1,4" -> ("half", 1, 4); "0" or "none" -> () (no MetaRM rows)."""
     specs: list[str | int] = []
     for part in (p.strip().lower() for p in text.split(",") if p.strip()):
         if part in ("0", "none"):
@@ -73,7 +73,9 @@ async def evaluate(scorer: Scorer, options: EvalOptions, *, log: Any = print) ->
     info = await scorer.info()
     k_max = max(options.ks)
     asked_meta = options.k_meta is not None and len(options.k_meta) > 0
-    specs: tuple[str | int, ...] = () if info.meta_rm is None else (options.k_meta if options.k_meta is not None else (HALF,))
+    specs: tuple[str | int, ...] = (
+        () if info.meta_rm is None else (options.k_meta if options.k_meta is not None else (HALF,))
+    )
     if asked_meta and info.meta_rm is None:
         log("MetaRM@k rows skipped: the judge has no Meta RM (serve one with --meta-rm to get them)")
     spec = RunSpec(
@@ -115,5 +117,7 @@ async def evaluate(scorer: Scorer, options: EvalOptions, *, log: Any = print) ->
     )
     results["wall_s"] = round(time.perf_counter() - started, 2)
     (options.out / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    plot_accuracy(results, options.out / PLOT_FILE, title=f"{info.model}: accuracy vs k ({results['items']['evaluated']} items)")
+    plot_accuracy(
+        results, options.out / PLOT_FILE, title=f"{info.model}: accuracy vs k ({results['items']['evaluated']} items)"
+    )
     return results

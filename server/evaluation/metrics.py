@@ -164,4 +164,3 @@ def position_bias(judgments: Iterable[JudgedPosition], *, resamples: int = 1000,
     a, b = out["first"]["accuracy"], out["last"]["accuracy"]
     out["gap"] = None if a is None or b is None else round(a - b, 6)
     return out
-

@@ -23,7 +23,11 @@ def plot_accuracy(results: dict[str, Any], path: Path, *, title: str | None = No
         line = sorted((r for r in rows if r["method"] == method), key=lambda r: r["k"])
         x = [int(r["k"]) for r in line]
         color = _COLORS.get(method, f"C{i + 2}")
-        label = "Voting@k" if method == "voting" else f"MetaRM@k (k_meta={method.removeprefix('metarm_kmeta').removeprefix('metarm') or 'k/2'})"
+        label = (
+            "Voting@k"
+            if method == "voting"
+            else f"MetaRM@k (k_meta={method.removeprefix('metarm_kmeta').removeprefix('metarm') or 'k/2'})"
+        )
         ax.plot(x, [r["accuracy"] for r in line], marker="o", color=color, label=label)
         if all(r["ci_low"] is not None for r in line):
             ax.fill_between(x, [r["ci_low"] for r in line], [r["ci_high"] for r in line], color=color, alpha=0.15)

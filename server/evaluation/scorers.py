@@ -8,9 +8,9 @@ from typing import Any, Protocol
 import httpx
 from pydantic import ValidationError
 
-from server.errors import GRMError, invalid_from_errors
-from server.judging import JudgeService
-from server.protocol import ScoreRequest, ScoreResponse
+from server.core.errors import GRMError, invalid_from_errors
+from server.core.judging import JudgeService
+from server.http.protocol import ScoreRequest, ScoreResponse
 
 # Failures that say something about the item or the model (kept in items.jsonl); anything else
 # (overload, backend down, lost connection) stops the run so that a rerun retries the item.
@@ -52,7 +52,7 @@ class Scorer(Protocol):
 
 
 class ServiceScorer:
-    """The in-process judging service (`server.engines.open_service`), same validation as `/score`."""
+    """The in-process judging service (`server.core.engines.open_service`), same validation as `/score`."""
 
     def __init__(self, service: JudgeService) -> None:
         self.service = service

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 
-from server.errors import BackendError, BackendUnavailableError, InvalidRequestError
-from server.generators.base import Generation, SamplingConfig
+from server.core.errors import BackendError, BackendUnavailableError, InvalidRequestError
+from server.core.generators.base import Generation, SamplingConfig
 
 if TYPE_CHECKING:
-    from server.settings import GeneratorSettings
+    from server.core.settings import GeneratorSettings
 
 
 class OpenAIGenerator:

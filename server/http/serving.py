@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from meta_rm.errors import MetaRMError
-from server.errors import (
+from server.core.errors import (
     BackendUnavailableError,
     GRMError,
     InvalidRequestError,
@@ -19,10 +19,12 @@ from server.errors import (
     from_meta_rm,
     invalid_from_errors,
 )
-from server.judging import JudgeService
-from server.prompts import Message
-from server.protocol import ScoreItem, ScoreParams, ScoreRequest, ScoreResponse
-from server.protocol_compat import (
+from server.core.judging import JudgeService
+from server.core.prompts import Message
+from server.core.settings import Settings
+from server.core.types import JudgeRequest, JudgeResult
+from server.http.protocol import ScoreItem, ScoreParams, ScoreRequest, ScoreResponse
+from server.http.protocol_compat import (
     ChatChoice,
     ChatChoiceMessage,
     ChatRewardRequest,
@@ -36,8 +38,6 @@ from server.protocol_compat import (
     VLLMScoreRequest,
     VLLMScoreResponse,
 )
-from server.settings import Settings
-from server.types import JudgeRequest, JudgeResult
 
 
 def unit_score(mean: float) -> float:
@@ -72,7 +72,11 @@ class Serving:
 
     def _check_model(self, model: str | None) -> None:
         if model and model != self.model_name:
-            raise NotFoundError(f"model {model!r} is not served here (serving {self.model_name!r})", param="model", code="model_not_found")
+            raise NotFoundError(
+                f"model {model!r} is not served here (serving {self.model_name!r})",
+                param="model",
+                code="model_not_found",
+            )
 
     async def score(self, req: ScoreRequest, request_id: str) -> dict[str, Any]:
         service = self.runtime.require()
@@ -150,9 +154,13 @@ class Serving:
         by_prompt: dict[str, list[_Group]] = {}
         for index, (full, prompt) in enumerate(zip(req.query, prompts, strict=True)):
             if prompt and not full.startswith(prompt):
-                raise InvalidRequestError(f"query[{index}] does not start with prompts[{index}]", param=f"query.{index}")
+                raise InvalidRequestError(
+                    f"query[{index}] does not start with prompts[{index}]", param=f"query.{index}"
+                )
             if not prompt:
-                raise InvalidRequestError("prompts are required to split each query into prompt and response", param="prompts")
+                raise InvalidRequestError(
+                    "prompts are required to split each query into prompt and response", param="prompts"
+                )
             chunks = by_prompt.setdefault(prompt, [])
             if not chunks or len(chunks[-1].indices) >= cap:
                 chunks.append(_Group((Message("user", prompt),)))
@@ -168,14 +176,19 @@ class Serving:
         return RewardResponse(
             rewards=rewards,
             scores=[unit_score(r) for r in rewards],
-            extra_logs={"voted_sum": sums, "valid_judgments": [float(r.valid) for g, r in zip(groups, results, strict=True) for _ in g.indices]},
+            extra_logs={
+                "voted_sum": sums,
+                "valid_judgments": [float(r.valid) for g, r in zip(groups, results, strict=True) for _ in g.indices],
+            },
         ).model_dump(mode="json")
 
     async def chat_reward(self, req: ChatRewardRequest, request_id: str) -> dict[str, Any]:
         """OpenAI-compatible reward call: judge the final assistant turn against the conversation before it."""
         self._check_model(req.model)
         if len(req.messages) < 2 or req.messages[-1].role != "assistant":
-            raise InvalidRequestError("messages must end with the assistant turn to judge, after a user turn", param="messages")
+            raise InvalidRequestError(
+                "messages must end with the assistant turn to judge, after a user turn", param="messages"
+            )
         conversation = tuple(
             Message("system" if m.role == "developer" else m.role, m.text()) for m in req.messages[:-1]
         )
@@ -205,7 +218,11 @@ class Serving:
                 await service.meta_rm.check_ready()
             except MetaRMError as exc:
                 raise from_meta_rm(exc) from exc
-        return {"status": "ready", "model": self.model_name, "meta_rm": service.meta_rm.name if service.meta_rm else None}
+        return {
+            "status": "ready",
+            "model": self.model_name,
+            "meta_rm": service.meta_rm.name if service.meta_rm else None,
+        }
 
 
 @dataclass

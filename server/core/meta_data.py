@@ -13,10 +13,10 @@ from pathlib import Path
 
 from meta_rm.labels import is_correct
 from meta_rm.records import JudgmentRecord
-from server.errors import GRMError
-from server.judging import JudgeService
-from server.prompts import Message, render_conversation
-from server.types import JudgeRequest, Sample
+from server.core.errors import GRMError
+from server.core.judging import JudgeService
+from server.core.prompts import Message, render_conversation
+from server.core.types import JudgeRequest, Sample
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,9 @@ def load_items(paths: Iterable[Path], max_chars: int | None = None) -> tuple[lis
     return items, report
 
 
-def select_items(items: Sequence[PreferenceItem], seed: int, offset: int = 0, limit: int | None = None) -> list[PreferenceItem]:
+def select_items(
+    items: Sequence[PreferenceItem], seed: int, offset: int = 0, limit: int | None = None
+) -> list[PreferenceItem]:
     """A seeded shuffle of the items, then [offset : offset + limit]: disjoint slices of one shuffle
     (same seed) give disjoint training and held-apart sets."""
     shuffled = sorted(items, key=lambda it: it.id)
@@ -155,7 +157,9 @@ async def judge_items(
 
     async def one(item: PreferenceItem) -> list[JudgmentRecord] | None:
         s = item_seed(seed, item.id)
-        request = JudgeRequest(item.messages, item.responses, k=k, k_meta=0, temperature=temperature, max_tokens=max_tokens, seed=s)
+        request = JudgeRequest(
+            item.messages, item.responses, k=k, k_meta=0, temperature=temperature, max_tokens=max_tokens, seed=s
+        )
         async with gate:
             try:
                 result = await service.judge(request)

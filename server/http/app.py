@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from meta_rm.protocol import MetaRM
-from server.engines import open_service
-from server.errors import GRMError
-from server.generators.base import Generator
-from server.metrics import Metrics
-from server.routes import compat, native, ops
-from server.routes.edge import EdgeMiddleware, install_error_handlers
-from server.serving import Runtime, Serving
-from server.settings import Settings
+from server.core.engines import open_service
+from server.core.errors import GRMError
+from server.core.generators.base import Generator
+from server.core.settings import Settings
+from server.http.metrics import Metrics
+from server.http.routes import compat, native, ops
+from server.http.routes.edge import EdgeMiddleware, install_error_handlers
+from server.http.serving import Runtime, Serving
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,9 @@ def create_app(settings: Settings, generator: Generator | None = None, meta_rm: 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             try:
-                runtime.service = await stack.enter_async_context(open_service(settings, generator, meta_rm, observer=metrics))
+                runtime.service = await stack.enter_async_context(
+                    open_service(settings, generator, meta_rm, observer=metrics)
+                )
                 runtime.error = None
                 logger.info("ready: serving %s", runtime.service.generator.model_name)
             except GRMError as exc:

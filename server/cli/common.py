@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from server.settings import Settings
+from server.core.settings import Settings
 
 
 def load_settings(overrides: dict[str, Any]) -> Settings:

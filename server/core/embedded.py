@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from server.errors import ConfigurationError
+from server.core.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import GRMError, OverloadedError, PayloadTooLargeError, invalid_from_errors
-from server.metrics import Metrics
+from server.core.errors import GRMError, OverloadedError, PayloadTooLargeError, invalid_from_errors
+from server.http.metrics import Metrics
 
 logger = logging.getLogger("server.access")
 
@@ -104,7 +104,9 @@ class EdgeMiddleware:
         declared = headers.get(b"content-length")
         try:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-                err = PayloadTooLargeError(f"the body has {int(declared)} bytes (limit {self.max_body})", code="body_too_large")
+                err = PayloadTooLargeError(
+                    f"the body has {int(declared)} bytes (limit {self.max_body})", code="body_too_large"
+                )
                 await error_response(err, rid)(scope, receive, send_tagged)
                 return
             self.metrics.in_flight.inc()
@@ -118,5 +120,3 @@ class EdgeMiddleware:
             elapsed = time.perf_counter() - start
             self.metrics.observe_request(path, status, elapsed)
             logger.info("%s %s %s %d %.3fs %dB", rid, scope.get("method"), path, status, elapsed, seen)
-
-

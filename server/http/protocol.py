@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from server.prompts import Message
-from server.types import JudgeRequest, JudgeResult, new_request_id
+from server.core.prompts import Message
+from server.core.types import JudgeRequest, JudgeResult, new_request_id
 
 
 class ChatMessage(BaseModel):
@@ -21,10 +21,14 @@ class ScoreParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     k: int | None = Field(None, description="judgments to sample (default from settings)")
-    k_meta: int | None = Field(None, description="judgments kept by the Meta RM; null = default (k/2 with a Meta RM), 0 = plain voting")
+    k_meta: int | None = Field(
+        None, description="judgments kept by the Meta RM; null = default (k/2 with a Meta RM), 0 = plain voting"
+    )
     temperature: float | None = Field(None, description="sampling temperature of the judgments (default 0.5)")
     max_tokens: int | None = Field(None, description="token budget of one judgment")
-    seed: int | None = Field(None, ge=0, lt=2**31, description="seed of orders, sampling and tie-breaks; null = random (reported back)")
+    seed: int | None = Field(
+        None, ge=0, lt=2**31, description="seed of orders, sampling and tie-breaks; null = random (reported back)"
+    )
     return_samples: bool = Field(False, description="include every sampled judgment in the response")
 
 

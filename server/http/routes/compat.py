@@ -6,14 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from server.protocol_compat import ChatRewardRequest, RewardRequest, VLLMScoreRequest
-from server.routes.deps import RequestIdDep, ServingDep, check_auth, until_disconnect
+from server.http.protocol_compat import ChatRewardRequest, RewardRequest, VLLMScoreRequest
+from server.http.routes.deps import RequestIdDep, ServingDep, check_auth, until_disconnect
 
 router = APIRouter(dependencies=[Depends(check_auth)], tags=["compatible"])
 
 
 @router.post("/v1/score", summary="vLLM Score API shape")
-async def vllm_score(body: VLLMScoreRequest, request: Request, serving: ServingDep, rid: RequestIdDep) -> dict[str, Any]:
+async def vllm_score(
+    body: VLLMScoreRequest, request: Request, serving: ServingDep, rid: RequestIdDep
+) -> dict[str, Any]:
     return await until_disconnect(request, serving.vllm_score(body, rid))
 
 
@@ -23,7 +25,9 @@ async def get_reward(body: RewardRequest, request: Request, serving: ServingDep,
 
 
 @router.post("/v1/chat/completions", summary="Reward of the final assistant turn, OpenAI chat shape")
-async def chat_completions(body: ChatRewardRequest, request: Request, serving: ServingDep, rid: RequestIdDep) -> dict[str, Any]:
+async def chat_completions(
+    body: ChatRewardRequest, request: Request, serving: ServingDep, rid: RequestIdDep
+) -> dict[str, Any]:
     return await until_disconnect(request, serving.chat_reward(body, rid))
 
 

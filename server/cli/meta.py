@@ -13,9 +13,9 @@ import typer
 
 from meta_rm.errors import MetaRMError
 from meta_rm.records import JudgmentRecord, read_records, write_records
-from server.cli_common import load_settings
-from server.errors import GRMError
-from server.settings import Backend, MetaRMBackend, Settings
+from server.cli.common import load_settings
+from server.core.errors import GRMError
+from server.core.settings import Backend, MetaRMBackend, Settings
 
 meta_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Meta RM: training data, training, evaluation.")
 logger = logging.getLogger(__name__)
@@ -41,7 +41,9 @@ def build_data(
     seed: Annotated[int, typer.Option(help="seed of item selection, orders and sampling")] = 0,
     offset: Annotated[int, typer.Option(help="skip this many items of the seeded shuffle")] = 0,
     limit: Annotated[int | None, typer.Option(help="judge at most this many items")] = None,
-    max_chars: Annotated[int | None, typer.Option("--max-chars", help="skip items whose prompt + responses are longer")] = None,
+    max_chars: Annotated[
+        int | None, typer.Option("--max-chars", help="skip items whose prompt + responses are longer")
+    ] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="token budget per judgment")] = None,
     temperature: Annotated[float | None, typer.Option(help="sampling temperature (default 0.5)")] = None,
     concurrency: Annotated[int, typer.Option(help="items judged at once")] = 4,
@@ -50,10 +52,15 @@ def build_data(
     model: Annotated[str | None, typer.Option(help="GRM model path or name (default: embedded CPU model)")] = None,
 ) -> None:
     """Sample K judgments per labelled item with the GRM and label each correct/incorrect."""
-    from server.meta_data import load_items, select_items
+    from server.core.meta_data import load_items, select_items
 
     settings = load_settings(
-        {"generator.backend": backend, "generator.base_url": base_url, "generator.model": model, "meta_rm.backend": MetaRMBackend.NONE}
+        {
+            "generator.backend": backend,
+            "generator.base_url": base_url,
+            "generator.model": model,
+            "meta_rm.backend": MetaRMBackend.NONE,
+        }
     )
     try:
         items, report = load_items(data, max_chars)
@@ -82,12 +89,18 @@ def build_data(
 
 
 async def _judge(
-    settings: Settings, items: list[Any], k: int, seed: int, max_tokens: int | None, temperature: float | None, concurrency: int
+    settings: Settings,
+    items: list[Any],
+    k: int,
+    seed: int,
+    max_tokens: int | None,
+    temperature: float | None,
+    concurrency: int,
 ) -> tuple[list[JudgmentRecord], Counter[str]]:
     from tqdm import tqdm
 
-    from server.engines import open_service
-    from server.meta_data import judge_items
+    from server.core.engines import open_service
+    from server.core.meta_data import judge_items
 
     async with open_service(settings) as service:
         with tqdm(total=len(items), desc="judging", unit="item") as bar:
@@ -101,23 +114,36 @@ async def _judge(
 def train(
     data: Annotated[Path, typer.Option(help="JSONL of labelled judgments (from build-data)")],
     out: Annotated[Path, typer.Option(help="checkpoint folder to write (save_pretrained layout + tokenizer)")],
-    model: Annotated[str | None, typer.Option(help="backbone or classifier to start from (default: the embedded backbone)")] = None,
-    full: Annotated[bool, typer.Option("--full", help="fine-tune every weight (default: frozen backbone, train the head)")] = False,
-    epochs: Annotated[int | None, typer.Option(help="passes over the data (default: 300 head steps, or 1 epoch with --full)")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="backbone or classifier to start from (default: the embedded backbone)")
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="fine-tune every weight (default: frozen backbone, train the head)")
+    ] = False,
+    epochs: Annotated[
+        int | None, typer.Option(help="passes over the data (default: 300 head steps, or 1 epoch with --full)")
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate (default: 1e-2 head, 1e-5 full)")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="sequences per forward pass")] = 4,
     l2: Annotated[float, typer.Option(help="L2 penalty on the head (frozen) or AdamW weight decay (full)")] = 0.0,
     max_length: Annotated[int, typer.Option("--max-length", help="tokens per input (left-truncated)")] = 2048,
-    eval_fraction: Annotated[float, typer.Option("--eval-fraction", help="share of items held out for AUC/accuracy")] = 0.2,
+    eval_fraction: Annotated[
+        float, typer.Option("--eval-fraction", help="share of items held out for AUC/accuracy")
+    ] = 0.2,
     seed: Annotated[int, typer.Option(help="seed of the split, head init and batches")] = 0,
-    export_head: Annotated[Path | None, typer.Option("--export-head", help="also write the scalar head as JSON (embedded format)")] = None,
-    features_cache: Annotated[Path | None, typer.Option("--features-cache", help="frozen backbone: keep the pooled features in this file and reuse them")] = None,
+    export_head: Annotated[
+        Path | None, typer.Option("--export-head", help="also write the scalar head as JSON (embedded format)")
+    ] = None,
+    features_cache: Annotated[
+        Path | None,
+        typer.Option("--features-cache", help="frozen backbone: keep the pooled features in this file and reuse them"),
+    ] = None,
 ) -> None:
     """Fine-tune a scalar Meta RM with binary cross-entropy; print eval AUC and accuracy; save the checkpoint."""
     from meta_rm.embedded import export_head as write_head
     from meta_rm.train import TrainConfig, save_checkpoint
     from meta_rm.train import train as fit
-    from server.embedded import EMBEDDED_NAME, prepare_embedded_model
+    from server.core.embedded import EMBEDDED_NAME, prepare_embedded_model
 
     records = _records(data)
     settings = load_settings({})
@@ -155,7 +181,9 @@ def evaluate(
     backend: Annotated[MetaRMBackend, typer.Option(help="Meta RM backend")] = MetaRMBackend.EMBEDDED,
     model: Annotated[str | None, typer.Option(help="Meta RM path or name (hf, vllm)")] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="pooling server (remote)")] = None,
-    k_meta: Annotated[list[int] | None, typer.Option("--k-meta", help="judgments kept per item (repeat; default: half)")] = None,
+    k_meta: Annotated[
+        list[int] | None, typer.Option("--k-meta", help="judgments kept per item (repeat; default: half)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the numbers as JSON lines")] = False,
 ) -> None:
     """Rate stored judgments with a Meta RM: AUC, accuracy, and Voting@k vs MetaRM@k on their items."""
@@ -192,7 +220,7 @@ def _fields(obj: Any) -> dict[str, Any]:
 async def _rate(settings: Settings, records: list[JudgmentRecord]) -> list[float]:
     from tqdm import tqdm
 
-    from server.engines import build_meta_rm
+    from server.core.engines import build_meta_rm
 
     rm = build_meta_rm(settings)
     if rm is None:  # pragma: no cover - NONE is refused above

@@ -9,8 +9,8 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 
-from server.errors import AuthenticationError, GRMError
-from server.serving import Serving
+from server.core.errors import AuthenticationError, GRMError
+from server.http.serving import Serving
 
 T = TypeVar("T")
 

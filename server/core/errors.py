@@ -1,16 +1,16 @@
 """The error tree of grm-server; the HTTP edge maps each class to a status and an OpenAI error body.
 
-    GRMError                       (500 internal_error)
-    ├── InvalidRequestError        (400 invalid_request_error; `param` names the field)
-    ├── AuthenticationError        (401 authentication_error)
-    ├── NotFoundError              (404 not_found_error; e.g. an unknown model name)
-    ├── PayloadTooLargeError       (413 invalid_request_error)
-    ├── ConfigurationError         (500 configuration_error; bad settings or missing package)
-    ├── BackendError               (502 backend_error; the engine failed or is unreachable)
-    │   └── BackendUnavailableError (503 backend_unavailable; not loaded / not ready)
-    ├── NoValidJudgmentError       (502 no_valid_judgment; every sampled judgment was unparseable)
-    ├── OverloadedError            (429 rate_limit_exceeded; too many requests in flight)
-    └── RequestTimeoutError        (504 timeout; the engine requests were aborted)
+GRMError                       (500 internal_error)
+├── InvalidRequestError        (400 invalid_request_error; `param` names the field)
+├── AuthenticationError        (401 authentication_error)
+├── NotFoundError              (404 not_found_error; e.g. an unknown model name)
+├── PayloadTooLargeError       (413 invalid_request_error)
+├── ConfigurationError         (500 configuration_error; bad settings or missing package)
+├── BackendError               (502 backend_error; the engine failed or is unreachable)
+│   └── BackendUnavailableError (503 backend_unavailable; not loaded / not ready)
+├── NoValidJudgmentError       (502 no_valid_judgment; every sampled judgment was unparseable)
+├── OverloadedError            (429 rate_limit_exceeded; too many requests in flight)
+└── RequestTimeoutError        (504 timeout; the engine requests were aborted)
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from server.routes.deps import ServingDep, check_auth
+from server.http.routes.deps import ServingDep, check_auth
 
 router = APIRouter(tags=["operations"])
 

@@ -29,7 +29,7 @@ class Message:
 
 def load_template(name: TemplateName) -> str:
     file = "deepseek_grm.txt" if name is TemplateName.DEEPSEEK_GRM else "generic.txt"
-    return resources.files("server.templates").joinpath(file).read_text(encoding="utf-8")
+    return resources.files("server.core.templates").joinpath(file).read_text(encoding="utf-8")
 
 
 def resolve_template(name: TemplateName, model: str) -> TemplateName:
@@ -40,15 +40,12 @@ def resolve_template(name: TemplateName, model: str) -> TemplateName:
 
 def render_conversation(messages: Sequence[Message]) -> str:
     """Label each turn with its role; the last turn is the user's query."""
-    return "\n\n".join(
-        f"{_ROLE_LABELS.get(m.role, m.role.capitalize())}: {m.content}" for m in messages
-    )
+    return "\n\n".join(f"{_ROLE_LABELS.get(m.role, m.role.capitalize())}: {m.content}" for m in messages)
 
 
 def render_responses(responses: Sequence[str]) -> str:
     return "".join(
-        f"[The Begin of Response {i}]\n{text}\n[The End of Response {i}]\n"
-        for i, text in enumerate(responses, start=1)
+        f"[The Begin of Response {i}]\n{text}\n[The End of Response {i}]\n" for i, text in enumerate(responses, start=1)
     )
 
 
@@ -79,9 +76,7 @@ class PromptBuilder:
         free = max(16, max_tokens - box_chars - len("Specific Criteria: \nAnalysis: \n") - 8)
         criteria, analysis = max(4, free // 3), max(8, free - free // 3)
         body = r"[\s\S]" if self.template is TemplateName.DEEPSEEK_GRM else r"[^\n]"
-        return (
-            rf"Specific Criteria: {body}{{1,{criteria}}}\nAnalysis: {body}{{1,{analysis}}}\n" + box
-        )
+        return rf"Specific Criteria: {body}{{1,{criteria}}}\nAnalysis: {body}{{1,{analysis}}}\n" + box
 
     @staticmethod
     def min_max_tokens(n_responses: int) -> int:

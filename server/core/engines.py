@@ -9,14 +9,14 @@ from pathlib import Path
 
 from meta_rm.errors import MetaRMError
 from meta_rm.protocol import MetaRM
-from server.embedded import EMBEDDED_NAME, prepare_embedded_model
-from server.errors import from_meta_rm
-from server.generators.base import Generator
-from server.generators.openai_remote import OpenAIGenerator
-from server.generators.vllm_local import VLLMGenerator
-from server.judging import JudgeObserver, JudgeService
-from server.prompts import PromptBuilder, TemplateName, resolve_template
-from server.settings import Backend, Settings
+from server.core.embedded import EMBEDDED_NAME, prepare_embedded_model
+from server.core.errors import from_meta_rm
+from server.core.generators.base import Generator
+from server.core.generators.openai_remote import OpenAIGenerator
+from server.core.generators.vllm_local import VLLMGenerator
+from server.core.judging import JudgeObserver, JudgeService
+from server.core.prompts import PromptBuilder, TemplateName, resolve_template
+from server.core.settings import Backend, Settings
 
 
 def build_generator(settings: Settings) -> Generator:
@@ -41,7 +41,7 @@ def build_meta_rm(settings: Settings) -> MetaRM | None:
     """The configured Meta RM (not started), or None for plain voting; bad settings raise ConfigurationError."""
     from meta_rm.errors import MetaRMConfigError
     from meta_rm.factory import build_meta_rm as build
-    from server.errors import ConfigurationError
+    from server.core.errors import ConfigurationError
 
     cache = Path(settings.cache_dir)
     try:

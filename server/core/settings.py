@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meta_rm.settings import MetaRMBackend, MetaRMSettings
-from server.prompts import TemplateName
+from server.core.prompts import TemplateName
 from voting.orders import OrderStrategy
 
 __all__ = ["Backend", "MetaRMBackend", "MetaRMSettings", "Settings"]
@@ -31,9 +31,14 @@ class GeneratorSettings(BaseModel):
     """The GRM that writes judgments."""
 
     backend: Backend = Field(Backend.VLLM, description="vllm: in-process engine; openai: any OpenAI-compatible server")
-    model: str | None = Field(None, description="model path or name; unset = the embedded CPU default (vllm) or the server's first model (openai)")
+    model: str | None = Field(
+        None,
+        description="model path or name; unset = the embedded CPU default (vllm) or the server's first model (openai)",
+    )
     served_model_name: str | None = Field(None, description="name reported in responses; default: the model")
-    base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8001/v1 (openai backend)")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8001/v1 (openai backend)"
+    )
     api_key: SecretStr | None = Field(None, description="API key for the OpenAI-compatible server")
     template: TemplateName = Field(TemplateName.AUTO, description="judging prompt template")
     structured_output: bool = Field(True, description="constrain decoding to a parseable score box")
@@ -44,7 +49,9 @@ class GeneratorSettings(BaseModel):
     max_model_len: int = Field(4096, ge=256, description="engine context length (vllm)")
     dtype: str = Field("auto", description="engine dtype (vllm)")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (vllm)")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="fraction of GPU memory for the engine (vllm, GPU)")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="fraction of GPU memory for the engine (vllm, GPU)"
+    )
     enforce_eager: bool = Field(True, description="skip graph compilation: fast start (CPU default)")
     cpu_kvcache_gb: int = Field(2, ge=1, description="KV cache size in GiB on CPU hosts (VLLM_CPU_KVCACHE_SPACE)")
     timeout_s: float = Field(600.0, gt=0, description="HTTP timeout towards the OpenAI-compatible server")
@@ -55,7 +62,9 @@ class JudgingSettings(BaseModel):
 
     k: int = Field(8, ge=1, description="default number of sampled judgments per request")
     max_k: int = Field(64, ge=1, description="largest k a request may ask for")
-    k_meta: int | None = Field(None, ge=0, description="default judgments kept by the Meta RM; unset = k/2 when a Meta RM is loaded")
+    k_meta: int | None = Field(
+        None, ge=0, description="default judgments kept by the Meta RM; unset = k/2 when a Meta RM is loaded"
+    )
     temperature: float = Field(0.5, ge=0, le=2, description="sampling temperature of judgments")
     max_tokens: int = Field(512, ge=16, description="default token budget of one judgment")
     max_max_tokens: int = Field(4096, ge=16, description="largest max_tokens a request may ask for")

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from meta_rm.errors import MetaRMError
 from meta_rm.protocol import MetaRM, MetaRMInput
-from server.errors import (
+from server.core.errors import (
     BackendError,
     GRMError,
     InvalidRequestError,
@@ -21,10 +21,10 @@ from server.errors import (
     RequestTimeoutError,
     from_meta_rm,
 )
-from server.generators.base import Generation, Generator, SamplingConfig
-from server.prompts import PromptBuilder, render_conversation
-from server.settings import Settings
-from server.types import JudgeRequest, JudgeResult, Sample, Usage
+from server.core.generators.base import Generation, Generator, SamplingConfig
+from server.core.prompts import PromptBuilder, render_conversation
+from server.core.settings import Settings
+from server.core.types import JudgeRequest, JudgeResult, Sample, Usage
 from voting import map_to_caller, parse_scores, pick_best, plan_orders, select_top, split_judgment, vote
 from voting.orders import OrderGroup
 
@@ -65,14 +65,18 @@ def plan_request(req: JudgeRequest, settings: Settings, *, has_meta_rm: bool) ->
         raise InvalidRequestError("the query is empty", param="query")
     chars = sum(len(m.content) for m in req.messages)
     if chars > lim.max_query_chars:
-        raise InvalidRequestError(f"the conversation has {chars} characters (limit {lim.max_query_chars})", param="messages")
+        raise InvalidRequestError(
+            f"the conversation has {chars} characters (limit {lim.max_query_chars})", param="messages"
+        )
     if not req.responses:
         raise InvalidRequestError("give at least one response to judge", param="responses")
     if len(req.responses) > lim.max_responses:
         raise InvalidRequestError(f"{len(req.responses)} responses (limit {lim.max_responses})", param="responses")
     for i, text in enumerate(req.responses):
         if len(text) > lim.max_response_chars:
-            raise InvalidRequestError(f"response {i} has {len(text)} characters (limit {lim.max_response_chars})", param=f"responses.{i}")
+            raise InvalidRequestError(
+                f"response {i} has {len(text)} characters (limit {lim.max_response_chars})", param=f"responses.{i}"
+            )
     k = jd.k if req.k is None else req.k
     if not 1 <= k <= jd.max_k:
         raise InvalidRequestError(f"k must be in 1..{jd.max_k}, got {k}", param="k")
@@ -83,9 +87,13 @@ def plan_request(req: JudgeRequest, settings: Settings, *, has_meta_rm: bool) ->
     max_tokens = jd.max_tokens if req.max_tokens is None else req.max_tokens
     low = PromptBuilder.min_max_tokens(len(req.responses))
     if not low <= max_tokens <= jd.max_max_tokens:
-        raise InvalidRequestError(f"max_tokens must be in {low}..{jd.max_max_tokens} for {len(req.responses)} responses, got {max_tokens}", param="max_tokens")
+        raise InvalidRequestError(
+            f"max_tokens must be in {low}..{jd.max_max_tokens} for {len(req.responses)} responses, got {max_tokens}",
+            param="max_tokens",
+        )
     seed = random.randrange(2**31) if req.seed is None else req.seed
     return Plan(k, k_meta, temperature, max_tokens, seed)
+
 
 def _k_meta(asked: int | None, k: int, settings: Settings, has_meta_rm: bool) -> int:
     if asked is None:
@@ -153,13 +161,20 @@ class JudgeService:
         for attempt in range(self.settings.judging.retries + 1):
             gens = await self._sample(req.request_id, groups, prompts, plan, regex, attempt)
             samples = [s for g, gen in zip(groups, gens, strict=True) for s in _parse(g, gen, n)]
-            usage = usage + sum((Usage(g.prompt_tokens, g.completion_tokens, g.cached_tokens, 1) for g in gens), Usage())
+            usage = usage + sum(
+                (Usage(g.prompt_tokens, g.completion_tokens, g.cached_tokens, 1) for g in gens), Usage()
+            )
             invalid = sum(s.scores is None for s in samples)
             if self.observer is not None and invalid:
                 self.observer.invalid(invalid)
             if invalid < len(samples):
                 break
-            logger.warning("%s: no valid judgment in attempt %d of %d", req.request_id, attempt + 1, self.settings.judging.retries + 1)
+            logger.warning(
+                "%s: no valid judgment in attempt %d of %d",
+                req.request_id,
+                attempt + 1,
+                self.settings.judging.retries + 1,
+            )
         else:
             reasons = sorted({s.error or "" for s in samples})
             raise NoValidJudgmentError(
@@ -187,7 +202,13 @@ class JudgeService:
         return result
 
     async def _sample(
-        self, request_id: str, groups: Sequence[OrderGroup], prompts: Sequence[str], plan: Plan, regex: str | None, attempt: int
+        self,
+        request_id: str,
+        groups: Sequence[OrderGroup],
+        prompts: Sequence[str],
+        plan: Plan,
+        regex: str | None,
+        attempt: int,
     ) -> list[Generation]:
         """One engine call per distinct order, all concurrent; one failure cancels the rest."""
         try:
@@ -196,7 +217,9 @@ class JudgeService:
                     tg.create_task(
                         self.generator.generate(
                             prompt,
-                            SamplingConfig(g.count, plan.temperature, plan.max_tokens, _derive_seed(plan.seed, attempt, j), regex),
+                            SamplingConfig(
+                                g.count, plan.temperature, plan.max_tokens, _derive_seed(plan.seed, attempt, j), regex
+                            ),
                             f"{request_id}-{attempt}-{j}",
                         )
                     )

@@ -10,14 +10,16 @@ from typing import Annotated, Any
 
 import typer
 
-from server.cli_common import load_settings
-from server.cli_eval import eval_command
-from server.cli_meta import meta_app
-from server.errors import GRMError
-from server.protocol import ScoreItem, ScoreParams, ScoreResponse
-from server.settings import Backend, Settings
+from server.cli.common import load_settings
+from server.cli.eval import eval_command
+from server.cli.meta import meta_app
+from server.core.errors import GRMError
+from server.core.settings import Backend, Settings
+from server.http.protocol import ScoreItem, ScoreParams, ScoreResponse
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Inference-time scaling reward server (DeepSeek-GRM, SPCT).")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Inference-time scaling reward server (DeepSeek-GRM, SPCT)."
+)
 
 
 app.add_typer(meta_app, name="meta-rm")
@@ -48,7 +50,9 @@ def _table(result: ScoreResponse, responses: list[str]) -> str:
         preview = text.replace("\n", " ")
         preview = preview[:60] + ("..." if len(preview) > 60 else "")
         lines.append(f"{i:>3}{mark} {result.rewards[i]:>6}  {result.scores[i]:>5.2f}  {preview}")
-    lines.append(f"best: response {result.best}   tokens: {result.usage.prompt_tokens} prompt + {result.usage.completion_tokens} completion in {result.usage.engine_calls} engine calls")
+    lines.append(
+        f"best: response {result.best}   tokens: {result.usage.prompt_tokens} prompt + {result.usage.completion_tokens} completion in {result.usage.engine_calls} engine calls"
+    )
     return "\n".join(lines)
 
 
@@ -57,7 +61,9 @@ def score(
     query: Annotated[str, typer.Option(help="the user's query")],
     response: Annotated[list[str], typer.Option("--response", "-r", help="a candidate response (repeat)")],
     k: Annotated[int | None, typer.Option(help="judgments to sample")] = None,
-    k_meta: Annotated[int | None, typer.Option("--k-meta", help="judgments kept by the Meta RM (0 = plain voting)")] = None,
+    k_meta: Annotated[
+        int | None, typer.Option("--k-meta", help="judgments kept by the Meta RM (0 = plain voting)")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="seed for orders, sampling, tie-breaks")] = None,
     temperature: Annotated[float | None, typer.Option(help="sampling temperature")] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="token budget per judgment")] = None,
@@ -68,12 +74,12 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="print the /score response body")] = False,
 ) -> None:
     """Judge RESPONSES to QUERY once and print the voted rewards."""
-    settings = load_settings(
-        {"generator.backend": backend, "generator.base_url": base_url, "generator.model": model}
-    )
+    settings = load_settings({"generator.backend": backend, "generator.base_url": base_url, "generator.model": model})
     try:
         item = ScoreItem(query=query, responses=response)
-        params = ScoreParams(k=k, k_meta=k_meta, seed=seed, temperature=temperature, max_tokens=max_tokens, return_samples=samples)
+        params = ScoreParams(
+            k=k, k_meta=k_meta, seed=seed, temperature=temperature, max_tokens=max_tokens, return_samples=samples
+        )
     except ValueError as exc:
         typer.echo(f"invalid input: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -92,14 +98,18 @@ def serve(
     model: Annotated[str | None, typer.Option(help="GRM model path or name (default: embedded CPU model)")] = None,
     backend: Annotated[Backend | None, typer.Option(help="vllm (in-process) or openai (remote server)")] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible base URL of the GRM")] = None,
-    api_key: Annotated[list[str] | None, typer.Option("--api-key", help="accepted Bearer key (repeat); default: no auth")] = None,
-    meta_rm: Annotated[str | None, typer.Option("--meta-rm", help="Meta RM: a model path, 'embedded', or 'none'")] = None,
+    api_key: Annotated[
+        list[str] | None, typer.Option("--api-key", help="accepted Bearer key (repeat); default: no auth")
+    ] = None,
+    meta_rm: Annotated[
+        str | None, typer.Option("--meta-rm", help="Meta RM: a model path, 'embedded', or 'none'")
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn/app log level")] = "info",
 ) -> None:
     """Serve the reward API (uvicorn); with no model, the embedded CPU default."""
     import uvicorn
 
-    from server.app import create_app
+    from server.http.app import create_app
 
     overrides: dict[str, Any] = {
         "server.host": host,
@@ -127,8 +137,8 @@ def serve(
 
 
 async def _score_once(settings: Settings, item: ScoreItem, params: ScoreParams) -> ScoreResponse:
-    from server.engines import open_service
-    from server.judging import plan_request
+    from server.core.engines import open_service
+    from server.core.judging import plan_request
 
     request = item.to_judge_request(params)
     plan_request(request, settings, has_meta_rm=settings.meta_rm.backend.value != "none")  # fail before loading engines

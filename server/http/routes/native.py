@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
-from server.protocol import ScoreParams, ScoreRequest
-from server.routes.deps import RequestIdDep, ServingDep, check_auth, until_disconnect
+from server.http.protocol import ScoreParams, ScoreRequest
+from server.http.routes.deps import RequestIdDep, ServingDep, check_auth, until_disconnect
 
 router = APIRouter(dependencies=[Depends(check_auth)], tags=["native"])
 
@@ -16,7 +16,9 @@ router = APIRouter(dependencies=[Depends(check_auth)], tags=["native"])
 class ScoreBatchRequest(ScoreParams):
     """`POST /score/batch`: items judged concurrently with shared parameters."""
 
-    items: list[Any] = Field(description="each a ScoreItem ({query | messages, responses}); a bad item gets its own error entry")
+    items: list[Any] = Field(
+        description="each a ScoreItem ({query | messages, responses}); a bad item gets its own error entry"
+    )
 
 
 @router.post("/score", summary="Judge one query's responses with Voting@k (and MetaRM@k)")
@@ -25,6 +27,8 @@ async def score(body: ScoreRequest, request: Request, serving: ServingDep, rid: 
 
 
 @router.post("/score/batch", summary="Judge many items; per-item errors do not fail the batch")
-async def score_batch(body: ScoreBatchRequest, request: Request, serving: ServingDep, rid: RequestIdDep) -> dict[str, Any]:
+async def score_batch(
+    body: ScoreBatchRequest, request: Request, serving: ServingDep, rid: RequestIdDep
+) -> dict[str, Any]:
     params = ScoreParams.model_validate(body.model_dump(exclude={"items"}))
     return await until_disconnect(request, serving.score_batch(body.items, params, rid))

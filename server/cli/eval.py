@@ -10,12 +10,12 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from server.errors import GRMError
+from server.core.errors import GRMError
+from server.core.settings import Backend, Settings
 from server.evaluation.evaluate import EvalOptions, evaluate, parse_k_meta, parse_ks
 from server.evaluation.report import format_table
 from server.evaluation.runner import EvalInterrupted, RunMismatch
 from server.evaluation.scorers import HTTPScorer, ScoreFailure, ServiceScorer
-from server.settings import Backend, Settings
 from voting.orders import OrderStrategy
 
 
@@ -28,31 +28,66 @@ class _Stop(Exception):
 
 
 def eval_command(
-    data: Annotated[list[Path], typer.Argument(help="normalized JSONL file(s) of labelled items", exists=True, dir_okay=False)],
-    k: Annotated[str, typer.Option("--k", help="comma-separated k values; the largest is sampled once per item")] = "1,2,4,8",
+    data: Annotated[
+        list[Path], typer.Argument(help="normalized JSONL file(s) of labelled items", exists=True, dir_okay=False)
+    ],
+    k: Annotated[
+        str, typer.Option("--k", help="comma-separated k values; the largest is sampled once per item")
+    ] = "1,2,4,8",
     limit: Annotated[int | None, typer.Option(help="at most N items from each file (a seeded sample)")] = None,
-    out: Annotated[Path, typer.Option(help="output folder: run.json, items.jsonl, results.json, accuracy_vs_k.png")] = Path("runs/eval"),
-    url: Annotated[str | None, typer.Option(help="judge with a running grm-server at this URL instead of in-process")] = None,
+    out: Annotated[
+        Path, typer.Option(help="output folder: run.json, items.jsonl, results.json, accuracy_vs_k.png")
+    ] = Path("runs/eval"),
+    url: Annotated[
+        str | None, typer.Option(help="judge with a running grm-server at this URL instead of in-process")
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of item sampling, response orders, sampling and bootstrap")] = 0,
-    k_meta: Annotated[str | None, typer.Option("--k-meta", help="MetaRM@k lines: 'half' (k/2, the default with a Meta RM), integers, or 0 for none")] = None,
+    k_meta: Annotated[
+        str | None,
+        typer.Option(
+            "--k-meta", help="MetaRM@k lines: 'half' (k/2, the default with a Meta RM), integers, or 0 for none"
+        ),
+    ] = None,
     temperature: Annotated[float, typer.Option(help="sampling temperature of the Voting@k judgments")] = 0.5,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="token budget per judgment (default: the judge's)")] = None,
-    max_chars: Annotated[int | None, typer.Option("--max-chars", help="leave out items longer than this (prompt + responses, characters)")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", help="token budget per judgment (default: the judge's)")
+    ] = None,
+    max_chars: Annotated[
+        int | None,
+        typer.Option("--max-chars", help="leave out items longer than this (prompt + responses, characters)"),
+    ] = None,
     concurrency: Annotated[int, typer.Option(help="items judged at once")] = 4,
-    greedy: Annotated[bool, typer.Option("--greedy/--no-greedy", help="also judge each item once at temperature 0")] = True,
-    order_strategy: Annotated[OrderStrategy | None, typer.Option("--order-strategy", help="the judge's order strategy (default: from settings)")] = None,
+    greedy: Annotated[
+        bool, typer.Option("--greedy/--no-greedy", help="also judge each item once at temperature 0")
+    ] = True,
+    order_strategy: Annotated[
+        OrderStrategy | None,
+        typer.Option("--order-strategy", help="the judge's order strategy (default: from settings)"),
+    ] = None,
     resamples: Annotated[int, typer.Option(help="bootstrap resamples of the confidence intervals")] = 1000,
     api_key: Annotated[str | None, typer.Option("--api-key", help="Bearer key for --url")] = None,
-    backend: Annotated[Backend | None, typer.Option(help="in-process: vllm (engine) or openai (an OpenAI-compatible server)")] = None,
-    base_url: Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible base URL (in-process, openai backend)")] = None,
-    model: Annotated[str | None, typer.Option(help="GRM model path or name (in-process; default: the embedded CPU model)")] = None,
-    meta_rm: Annotated[str | None, typer.Option("--meta-rm", help="in-process Meta RM: a model path, 'embedded', or 'none'")] = None,
+    backend: Annotated[
+        Backend | None, typer.Option(help="in-process: vllm (engine) or openai (an OpenAI-compatible server)")
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="OpenAI-compatible base URL (in-process, openai backend)")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="GRM model path or name (in-process; default: the embedded CPU model)")
+    ] = None,
+    meta_rm: Annotated[
+        str | None, typer.Option("--meta-rm", help="in-process Meta RM: a model path, 'embedded', or 'none'")
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print results.json instead of the table")] = False,
 ) -> None:
     """Accuracy of greedy, Voting@k and MetaRM@k on labelled DATA, with bootstrap CIs; reruns resume."""
     try:
-        overrides: dict[str, Any] = {"generator.backend": backend, "generator.base_url": base_url, "generator.model": model}
+        overrides: dict[str, Any] = {
+            "generator.backend": backend,
+            "generator.base_url": base_url,
+            "generator.model": model,
+        }
         settings = Settings().with_overrides({**overrides, **_meta_rm_overrides(meta_rm)})
         options = EvalOptions(
             data=tuple(data),
@@ -82,7 +117,9 @@ def eval_command(
         typer.echo(json.dumps(results, indent=2))
         return
     typer.echo(format_table(results))
-    typer.echo(f"{results['items']['evaluated']} items evaluated of {results['items']['selected']} selected; results in {out}/")
+    typer.echo(
+        f"{results['items']['evaluated']} items evaluated of {results['items']['selected']} selected; results in {out}/"
+    )
 
 
 def _meta_rm_overrides(meta_rm: str | None) -> dict[str, Any]:
@@ -103,7 +140,7 @@ async def _run(options: EvalOptions, settings: Settings, url: str | None, api_ke
         if url is not None:
             async with httpx.AsyncClient(timeout=httpx.Timeout(900.0, connect=10.0)) as client:
                 return await evaluate(HTTPScorer(client, url, api_key), options, log=log)
-        from server.engines import open_service
+        from server.core.engines import open_service
 
         async with open_service(settings) as service:
             return await evaluate(ServiceScorer(service), options, log=log)

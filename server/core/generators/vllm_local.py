@@ -7,11 +7,11 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any, cast
 
-from server.errors import BackendError, BackendUnavailableError, ConfigurationError, InvalidRequestError
-from server.generators.base import Generation, SamplingConfig
+from server.core.errors import BackendError, BackendUnavailableError, ConfigurationError, InvalidRequestError
+from server.core.generators.base import Generation, SamplingConfig
 
 if TYPE_CHECKING:
-    from server.settings import GeneratorSettings
+    from server.core.settings import GeneratorSettings
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ class VLLMGenerator:
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ConfigurationError(f"the vllm backend needs vLLM installed (`pip install 'grm-server[cpu]'` or `[gpu]`): {exc}") from exc
+            raise ConfigurationError(
+                f"the vllm backend needs vLLM installed (`pip install 'grm-server[cpu]'` or `[gpu]`): {exc}"
+            ) from exc
         from vllm.platforms import current_platform
 
         s = self._settings

@@ -6,7 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from server.prompts import Message
+from server.core.prompts import Message
 
 
 def new_request_id() -> str:

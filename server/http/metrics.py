@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
-from server.types import JudgeResult
+from server.core.types import JudgeResult
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the scrape
 
@@ -17,14 +17,29 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("grm_requests_total", "HTTP requests", ["route", "status"], registry=self.registry)
-        self.latency = Histogram("grm_request_latency_seconds", "HTTP request latency", ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.judgments = Counter("grm_judgments_total", "sampled judgments by parse result", ["result"], registry=self.registry)
+        self.latency = Histogram(
+            "grm_request_latency_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.judgments = Counter(
+            "grm_judgments_total", "sampled judgments by parse result", ["result"], registry=self.registry
+        )
         self.kept_fraction = Histogram(
-            "grm_kept_fraction", "kept / valid judgments per scored item", buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 1.0), registry=self.registry
+            "grm_kept_fraction",
+            "kept / valid judgments per scored item",
+            buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
+            registry=self.registry,
         )
         self.tokens = Counter("grm_tokens_total", "engine tokens", ["kind"], registry=self.registry)
-        self.disconnects = Counter("grm_client_disconnects_total", "requests cancelled by a client disconnect", registry=self.registry)
-        self.in_flight = Gauge("grm_requests_in_flight", "HTTP requests in flight (queue depth)", registry=self.registry)
+        self.disconnects = Counter(
+            "grm_client_disconnects_total", "requests cancelled by a client disconnect", registry=self.registry
+        )
+        self.in_flight = Gauge(
+            "grm_requests_in_flight", "HTTP requests in flight (queue depth)", registry=self.registry
+        )
 
     # JudgeObserver
     def judged(self, result: JudgeResult) -> None:

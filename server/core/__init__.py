@@ -1,0 +1,1 @@
+"""The judging core: service, request planning, prompts, generators, result types, errors, engine factory."""

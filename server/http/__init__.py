@@ -1,0 +1,1 @@
+"""The HTTP layer: app factory, routes, edge middleware, serving classes, protocol models, metrics."""
