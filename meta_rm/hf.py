@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from meta_rm.errors import MetaRMConfigError, MetaRMUnavailableError
+from meta_rm.errors import MetaRMConfigError, MetaRMError, MetaRMUnavailableError
 from meta_rm.inputs import encode
 from meta_rm.protocol import MetaRMInput
 
@@ -146,9 +146,12 @@ class HFMetaRM:
             return
         try:
             await asyncio.to_thread(self._load)
-        except Exception as exc:
+        except MetaRMError as exc:
             self._error = f"Meta RM failed to load: {exc}"
             raise
+        except Exception as exc:  # torch/transformers failures (out of memory, bad weights): a Meta RM error
+            self._error = f"Meta RM failed to load: {type(exc).__name__}: {exc}"
+            raise MetaRMUnavailableError(self._error) from exc
         self._error = None
         logger.info("Meta RM %s loaded", self._name)
 

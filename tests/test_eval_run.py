@@ -237,6 +237,6 @@ def test_cli_eval_bad_options_and_unreachable_server(tmp_path: Path, args: list[
      ("/models/meta", {"meta_rm.backend": "hf", "meta_rm.model": "/models/meta"})],
 )  # fmt: skip
 def test_cli_meta_rm_option_reads_like_serve(value: str | None, expected: dict[str, str]) -> None:
-    from server.cli.eval import _meta_rm_overrides
+    from server.cli.common import meta_rm_overrides
 
-    assert _meta_rm_overrides(value) == expected
+    assert meta_rm_overrides(value) == expected

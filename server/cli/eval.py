@@ -10,21 +10,13 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from server.core.errors import GRMError
+from server.cli.common import MetaRMOption, cli_errors, fail, load_settings, meta_rm_overrides
 from server.core.settings import Backend, Settings
 from server.evaluation.evaluate import EvalOptions, evaluate, parse_k_meta, parse_ks
 from server.evaluation.report import format_table
 from server.evaluation.runner import EvalInterrupted, RunMismatch
 from server.evaluation.scorers import HTTPScorer, ScoreFailure, ServiceScorer
 from voting.orders import OrderStrategy
-
-
-class _Stop(Exception):
-    """Leave the command with a message and an exit code."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.message, self.code = message, code
 
 
 def eval_command(
@@ -75,44 +67,39 @@ def eval_command(
     model: Annotated[
         str | None, typer.Option(help="GRM model path or name (in-process; default: the embedded CPU model)")
     ] = None,
-    meta_rm: Annotated[
-        str | None, typer.Option("--meta-rm", help="in-process Meta RM: a model path, 'embedded', or 'none'")
-    ] = None,
+    meta_rm: MetaRMOption = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print results.json instead of the table")] = False,
 ) -> None:
     """Accuracy of greedy, Voting@k and MetaRM@k on labelled DATA, with bootstrap CIs; reruns resume."""
-    try:
+    with cli_errors():
         overrides: dict[str, Any] = {
             "generator.backend": backend,
             "generator.base_url": base_url,
             "generator.model": model,
+            **meta_rm_overrides(meta_rm),
         }
-        settings = Settings().with_overrides({**overrides, **_meta_rm_overrides(meta_rm)})
-        options = EvalOptions(
-            data=tuple(data),
-            out=out,
-            ks=parse_ks(k),
-            limit=limit,
-            seed=seed,
-            k_meta=parse_k_meta(k_meta) if k_meta is not None else None,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            max_chars=max_chars,
-            concurrency=concurrency,
-            greedy=greedy,
-            order_strategy=order_strategy or settings.judging.order_strategy,
-            resamples=resamples,
-            progress=progress,
-        )
-    except ValueError as exc:
-        typer.echo(f"invalid option: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    try:
+        settings = load_settings(overrides)
+        try:
+            options = EvalOptions(
+                data=tuple(data),
+                out=out,
+                ks=parse_ks(k),
+                limit=limit,
+                seed=seed,
+                k_meta=parse_k_meta(k_meta) if k_meta is not None else None,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                max_chars=max_chars,
+                concurrency=concurrency,
+                greedy=greedy,
+                order_strategy=order_strategy or settings.judging.order_strategy,
+                resamples=resamples,
+                progress=progress,
+            )
+        except ValueError as exc:
+            fail(f"invalid option: {exc}")
         results = asyncio.run(_run(options, settings, url, api_key))
-    except _Stop as stop:
-        typer.echo(stop.message, err=True)
-        raise typer.Exit(stop.code) from stop
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return
@@ -120,16 +107,6 @@ def eval_command(
     typer.echo(
         f"{results['items']['evaluated']} items evaluated of {results['items']['selected']} selected; results in {out}/"
     )
-
-
-def _meta_rm_overrides(meta_rm: str | None) -> dict[str, Any]:
-    """`--meta-rm` as `grm-server serve` reads it: 'none', 'embedded', or a model path (transformers)."""
-    if meta_rm is None:
-        return {}
-    choice = meta_rm.lower()
-    if choice in ("none", "embedded"):
-        return {"meta_rm.backend": choice}
-    return {"meta_rm.backend": "hf", "meta_rm.model": meta_rm}
 
 
 async def _run(options: EvalOptions, settings: Settings, url: str | None, api_key: str | None) -> dict[str, Any]:
@@ -145,10 +122,8 @@ async def _run(options: EvalOptions, settings: Settings, url: str | None, api_ke
         async with open_service(settings) as service:
             return await evaluate(ServiceScorer(service), options, log=log)
     except RunMismatch as exc:
-        raise _Stop(str(exc), 2) from exc
+        fail(str(exc), 2)
     except ScoreFailure as exc:
-        raise _Stop(f"the judge is not usable: {exc}", 1) from exc
+        fail(f"the judge is not usable: {exc}", 1)
     except (EvalInterrupted, httpx.HTTPError) as exc:
-        raise _Stop(f"interrupted: {exc}; completed items are saved, rerun the same command to resume", 1) from exc
-    except GRMError as exc:
-        raise _Stop(f"error ({exc.type}): {exc.message}", 1) from exc
+        fail(f"interrupted: {exc}; completed items are saved, rerun the same command to resume", 1)

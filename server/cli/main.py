@@ -10,10 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from server.cli.common import load_settings
+from server.cli.common import MetaRMOption, cli_errors, load_settings, meta_rm_overrides
 from server.cli.eval import eval_command
 from server.cli.meta import meta_app
-from server.core.errors import GRMError
 from server.core.settings import Backend, Settings
 from server.http.protocol import ScoreItem, ScoreParams, ScoreResponse
 
@@ -29,15 +28,6 @@ app.command("eval")(eval_command)
 @app.callback()
 def _root() -> None:
     """Inference-time scaling reward server (DeepSeek-GRM, SPCT)."""
-
-
-def _fail(exc: GRMError, as_json: bool) -> None:
-    body = json.dumps(exc.to_body())
-    if as_json:
-        typer.echo(body)
-    else:
-        typer.echo(f"error ({exc.type}): {exc.message}", err=True)
-    raise typer.Exit(2 if exc.status < 500 else 1)
 
 
 def _table(result: ScoreResponse, responses: list[str]) -> str:
@@ -74,21 +64,17 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="print the /score response body")] = False,
 ) -> None:
     """Judge RESPONSES to QUERY once and print the voted rewards."""
-    settings = load_settings({"generator.backend": backend, "generator.base_url": base_url, "generator.model": model})
-    try:
+    with cli_errors(as_json=as_json):
+        settings = load_settings(
+            {"generator.backend": backend, "generator.base_url": base_url, "generator.model": model}
+        )
         item = ScoreItem(query=query, responses=response)
         params = ScoreParams(
             k=k, k_meta=k_meta, seed=seed, temperature=temperature, max_tokens=max_tokens, return_samples=samples
         )
-    except ValueError as exc:
-        typer.echo(f"invalid input: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    try:
         result = asyncio.run(_score_once(settings, item, params))
-    except GRMError as exc:
-        _fail(exc, as_json)
-        return
-    typer.echo(json.dumps(result.body(), indent=2) if as_json else _table(result, response))
+    body = result.model_dump(mode="json")
+    typer.echo(json.dumps(body, indent=2) if as_json else _table(result, response))
 
 
 @app.command()
@@ -101,9 +87,7 @@ def serve(
     api_key: Annotated[
         list[str] | None, typer.Option("--api-key", help="accepted Bearer key (repeat); default: no auth")
     ] = None,
-    meta_rm: Annotated[
-        str | None, typer.Option("--meta-rm", help="Meta RM: a model path, 'embedded', or 'none'")
-    ] = None,
+    meta_rm: MetaRMOption = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn/app log level")] = "info",
 ) -> None:
     """Serve the reward API (uvicorn); with no model, the embedded CPU default."""
@@ -118,14 +102,10 @@ def serve(
         "generator.backend": backend,
         "generator.base_url": base_url,
         "server.api_keys": api_key or None,
+        **meta_rm_overrides(meta_rm),
     }
-    if meta_rm is not None:
-        choice = meta_rm.lower()
-        if choice in ("none", "embedded"):
-            overrides["meta_rm.backend"] = choice
-        else:
-            overrides.update({"meta_rm.backend": "hf", "meta_rm.model": meta_rm})
-    settings = load_settings(overrides)
+    with cli_errors():
+        settings = load_settings(overrides)
     logging.getLogger().setLevel(log_level.upper())
     uvicorn.run(
         create_app(settings),
@@ -140,7 +120,7 @@ async def _score_once(settings: Settings, item: ScoreItem, params: ScoreParams) 
     from server.core.engines import open_service
     from server.core.judging import plan_request
 
-    request = item.to_judge_request(params)
+    request = params.judge_request(item.conversation(), item.responses)
     plan_request(request, settings, has_meta_rm=settings.meta_rm.backend.value != "none")  # fail before loading engines
     async with open_service(settings) as service:
         result = await service.judge(request)

@@ -11,10 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from meta_rm.errors import MetaRMError
 from meta_rm.records import JudgmentRecord, read_records, write_records
-from server.cli.common import load_settings
-from server.core.errors import GRMError
+from server.cli.common import cli_errors, fail, load_settings
 from server.core.settings import Backend, MetaRMBackend, Settings
 
 meta_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Meta RM: training data, training, evaluation.")
@@ -25,11 +23,9 @@ def _records(path: Path) -> list[JudgmentRecord]:
     try:
         records = list(read_records(path))
     except (OSError, ValueError) as exc:
-        typer.echo(f"cannot read {path}: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        fail(f"cannot read {path}: {exc}")
     if not records:
-        typer.echo(f"{path} holds no judgment records", err=True)
-        raise typer.Exit(2)
+        fail(f"{path} holds no judgment records")
     return records
 
 
@@ -54,29 +50,25 @@ def build_data(
     """Sample K judgments per labelled item with the GRM and label each correct/incorrect."""
     from server.core.meta_data import load_items, select_items
 
-    settings = load_settings(
-        {
-            "generator.backend": backend,
-            "generator.base_url": base_url,
-            "generator.model": model,
-            "meta_rm.backend": MetaRMBackend.NONE,
-        }
-    )
-    try:
-        items, report = load_items(data, max_chars)
-    except (OSError, ValueError, KeyError) as exc:
-        typer.echo(f"cannot read the data: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    chosen = select_items(items, seed, offset, limit)
-    skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())) or "none"
-    typer.echo(f"{report.kept} labelled items (skipped: {skipped}); judging {len(chosen)} with k={k}", err=True)
-    if not chosen:
-        raise typer.Exit(2)
-    try:
+    with cli_errors():
+        settings = load_settings(
+            {
+                "generator.backend": backend,
+                "generator.base_url": base_url,
+                "generator.model": model,
+                "meta_rm.backend": MetaRMBackend.NONE,
+            }
+        )
+        try:
+            items, report = load_items(data, max_chars)
+        except (OSError, ValueError, KeyError) as exc:
+            fail(f"cannot read the data: {exc}")
+        chosen = select_items(items, seed, offset, limit)
+        skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())) or "none"
+        typer.echo(f"{report.kept} labelled items (skipped: {skipped}); judging {len(chosen)} with k={k}", err=True)
+        if not chosen:
+            fail("no item to judge")
         records, failures = asyncio.run(_judge(settings, chosen, k, seed, max_tokens, temperature, concurrency))
-    except GRMError as exc:
-        typer.echo(f"error ({exc.type}): {exc.message}", err=True)
-        raise typer.Exit(1) from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     write_records(out, records)
     correct = sum(r.correct for r in records)
@@ -145,9 +137,9 @@ def train(
     from meta_rm.train import train as fit
     from server.core.embedded import EMBEDDED_NAME, prepare_embedded_model
 
-    records = _records(data)
-    settings = load_settings({})
-    try:
+    with cli_errors():
+        records = _records(data)
+        settings = load_settings({})
         base = model or str(prepare_embedded_model(Path(settings.cache_dir)))
         config = TrainConfig(
             model=base, freeze_backbone=not full, epochs=epochs or (1 if full else 300), lr=lr or (1e-5 if full else 1e-2),
@@ -164,9 +156,6 @@ def train(
                 "loss_before": result.loss_before, "loss_after": result.loss_after, **result.metrics,
             }  # fmt: skip
             write_head(result.model, export_head, info)
-    except (ValueError, OSError, MetaRMError, GRMError) as exc:
-        typer.echo(f"training failed: {exc}", err=True)
-        raise typer.Exit(2) from exc
     m = result.metrics
     typer.echo(
         f"train loss {result.loss_before:.4f} -> {result.loss_after:.4f} on {int(m['train_judgments'])} judgments; "
@@ -189,16 +178,12 @@ def evaluate(
     """Rate stored judgments with a Meta RM: AUC, accuracy, and Voting@k vs MetaRM@k on their items."""
     from meta_rm.evaluate import compare
 
-    records = _records(data)
-    if backend is MetaRMBackend.NONE:
-        typer.echo("choose a Meta RM backend to evaluate", err=True)
-        raise typer.Exit(2)
-    settings = load_settings({"meta_rm.backend": backend, "meta_rm.model": model, "meta_rm.base_url": base_url})
-    try:
+    with cli_errors():
+        records = _records(data)
+        if backend is MetaRMBackend.NONE:
+            fail("choose a Meta RM backend to evaluate")
+        settings = load_settings({"meta_rm.backend": backend, "meta_rm.model": model, "meta_rm.base_url": base_url})
         scores = asyncio.run(_rate(settings, records))
-    except (GRMError, MetaRMError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
     choices: list[int | None] = list(k_meta) if k_meta else [None]
     for keep in choices:
         result = compare(records, scores, keep)

@@ -7,10 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from meta_rm.errors import MetaRMError
 from meta_rm.protocol import MetaRM
 from server.core.embedded import EMBEDDED_NAME, prepare_embedded_model
-from server.core.errors import from_meta_rm
+from server.core.errors import meta_rm_errors
 from server.core.generators.base import Generator
 from server.core.generators.openai_remote import OpenAIGenerator
 from server.core.generators.vllm_local import VLLMGenerator
@@ -39,15 +38,11 @@ def build_prompt_builder(settings: Settings) -> PromptBuilder:
 
 def build_meta_rm(settings: Settings) -> MetaRM | None:
     """The configured Meta RM (not started), or None for plain voting; bad settings raise ConfigurationError."""
-    from meta_rm.errors import MetaRMConfigError
     from meta_rm.factory import build_meta_rm as build
-    from server.core.errors import ConfigurationError
 
     cache = Path(settings.cache_dir)
-    try:
+    with meta_rm_errors():
         return build(settings.meta_rm, cache, embedded_backbone=lambda: prepare_embedded_model(cache))
-    except MetaRMConfigError as exc:
-        raise ConfigurationError(f"Meta RM: {exc}") from exc
 
 
 __all__ = ["TemplateName", "build_generator", "build_meta_rm", "build_prompt_builder", "open_service"]
@@ -66,10 +61,8 @@ async def open_service(
     try:
         await gen.start()
         if rm is not None:
-            try:
+            with meta_rm_errors():
                 await rm.start()
-            except MetaRMError as exc:
-                raise from_meta_rm(exc) from exc
         yield JudgeService(gen, build_prompt_builder(settings), settings, meta_rm=rm, observer=observer)
     finally:
         if rm is not None:

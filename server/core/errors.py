@@ -9,14 +9,22 @@ GRMError                       (500 internal_error)
 ├── BackendError               (502 backend_error; the engine failed or is unreachable)
 │   └── BackendUnavailableError (503 backend_unavailable; not loaded / not ready)
 ├── NoValidJudgmentError       (502 no_valid_judgment; every sampled judgment was unparseable)
-├── OverloadedError            (429 rate_limit_exceeded; too many requests in flight)
-└── RequestTimeoutError        (504 timeout; the engine requests were aborted)
+├── OverloadedError            (429 rate_limit_exceeded; too many judged items in flight)
+├── RequestTimeoutError        (504 timeout; the engine requests were aborted)
+└── ClientDisconnected         (499 client_closed_request; the client left, its engine requests were aborted)
+
+Meta RM errors (`meta_rm.errors`, which never imports the server) are mapped here and only here, by
+`meta_rm_errors()` around every call into a Meta RM: config -> ConfigurationError, unavailable ->
+BackendUnavailableError, any other failure (a `MetaRMError` or not) -> BackendError (502), never a 500.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+from meta_rm.errors import MetaRMBackendError, MetaRMConfigError, MetaRMUnavailableError
 
 
 class GRMError(Exception):
@@ -85,6 +93,11 @@ class RequestTimeoutError(GRMError):
     type = "timeout"
 
 
+class ClientDisconnected(GRMError):
+    status = 499
+    type = "client_closed_request"
+
+
 def invalid_from_errors(errors: Sequence[Mapping[str, Any]], prefix: str = "") -> InvalidRequestError:
     """A pydantic/FastAPI validation error list -> one 400 naming the first bad field (`param`)."""
     if not errors:
@@ -99,9 +112,9 @@ def invalid_from_errors(errors: Sequence[Mapping[str, Any]], prefix: str = "") -
 
 
 def from_meta_rm(exc: Exception) -> GRMError:
-    """Map a `meta_rm` error onto this tree (meta_rm never imports the server)."""
-    from meta_rm.errors import MetaRMBackendError, MetaRMConfigError, MetaRMUnavailableError
-
+    """Map a Meta RM failure onto this tree; anything unexpected is a 502, like a generator failure."""
+    if isinstance(exc, GRMError):
+        return exc
     if isinstance(exc, MetaRMConfigError):
         return ConfigurationError(f"Meta RM: {exc}")
     if isinstance(exc, MetaRMUnavailableError):
@@ -109,3 +122,14 @@ def from_meta_rm(exc: Exception) -> GRMError:
     if isinstance(exc, MetaRMBackendError):
         return BackendError(f"Meta RM: {exc}")
     return BackendError(f"Meta RM failed: {type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def meta_rm_errors() -> Iterator[None]:
+    """Wrap every call into a Meta RM: whatever it raises leaves as a GRMError (cancellation passes)."""
+    try:
+        yield
+    except GRMError:
+        raise
+    except Exception as exc:
+        raise from_meta_rm(exc) from exc

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from meta_rm.errors import MetaRMError
 from meta_rm.protocol import MetaRM, MetaRMInput
 from server.core.errors import (
     BackendError,
@@ -19,7 +18,7 @@ from server.core.errors import (
     NoValidJudgmentError,
     OverloadedError,
     RequestTimeoutError,
-    from_meta_rm,
+    meta_rm_errors,
 )
 from server.core.generators.base import Generation, Generator, SamplingConfig
 from server.core.prompts import PromptBuilder, render_conversation
@@ -54,9 +53,25 @@ def _derive_seed(seed: int, *parts: int) -> int:
     return random.Random(":".join(map(str, (seed, *parts)))).randrange(2**31)
 
 
+def _check_text(text: str, param: str) -> None:
+    """Text must be encodable as UTF-8: a lone surrogate (JSON `"\\ud800"`) never reaches an engine."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"{param}: the text holds a lone surrogate (\\u{ord(text[exc.start]):04x} at {exc.start}); send valid Unicode",
+            param=param,
+            code="invalid_unicode",
+        ) from None
+
+
 def plan_request(req: JudgeRequest, settings: Settings, *, has_meta_rm: bool) -> Plan:
-    """Validate a request against the limits and fill in defaults; raises InvalidRequestError."""
+    """The one place a request's knobs get their defaults and bounds (the engine checks the context length)."""
     lim, jd = settings.limits, settings.judging
+    for i, m in enumerate(req.messages):
+        _check_text(m.content, f"messages.{i}.content")
+    for i, text in enumerate(req.responses):
+        _check_text(text, f"responses.{i}")
     if not req.messages:
         raise InvalidRequestError("the conversation is empty: give `query` or `messages`", param="messages")
     if req.messages[-1].role != "user":
@@ -92,6 +107,8 @@ def plan_request(req: JudgeRequest, settings: Settings, *, has_meta_rm: bool) ->
             param="max_tokens",
         )
     seed = random.randrange(2**31) if req.seed is None else req.seed
+    if not 0 <= seed < 2**31:
+        raise InvalidRequestError(f"seed must be in 0..{2**31 - 1}, got {seed}", param="seed")
     return Plan(k, k_meta, temperature, max_tokens, seed)
 
 
@@ -131,16 +148,26 @@ class JudgeService:
         return self._in_flight
 
     @contextlib.asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
-        """Admission control: beyond `limits.max_concurrent_requests` in flight, refuse at once (429)."""
+    async def admit(self, items: int = 1, *, param: str | None = None) -> AsyncIterator[None]:
+        """Admission control over judged items (one per JudgeRequest: a batch of 64 counts 64): more than
+        `limits.max_concurrent_requests` in flight is refused at once (429); a single call that could never
+        fit is a 400 naming `param`."""
         limit = self.settings.limits.max_concurrent_requests
-        if self._in_flight >= limit:
-            raise OverloadedError(f"{self._in_flight} requests in flight (limit {limit}); retry shortly")
-        self._in_flight += 1
+        if items > limit:
+            raise InvalidRequestError(
+                f"{items} items to judge in one call exceed the in-flight limit ({limit}); split the call",
+                param=param,
+                code="too_many_items",
+            )
+        if self._in_flight + items > limit:
+            raise OverloadedError(
+                f"{self._in_flight} items in flight, {items} more asked (limit {limit}); retry shortly"
+            )
+        self._in_flight += items
         try:
             yield
         finally:
-            self._in_flight -= 1
+            self._in_flight -= items
 
     async def judge(self, req: JudgeRequest) -> JudgeResult:
         plan = plan_request(req, self.settings, has_meta_rm=self.meta_rm is not None)
@@ -243,10 +270,8 @@ class JudgeService:
         inputs = [
             MetaRMInput(conversation, tuple(req.responses[j] for j in samples[i].order), samples[i].text) for i in valid
         ]
-        try:
+        with meta_rm_errors():
             rewards = await self.meta_rm.score(inputs)
-        except MetaRMError as exc:
-            raise from_meta_rm(exc) from exc
         chosen = {valid[i] for i in select_top(rewards, k_meta)}
         meta = dict(zip(valid, rewards, strict=True))
         return [replace(s, kept=i in chosen, meta_reward=meta.get(i)) for i, s in enumerate(samples)]

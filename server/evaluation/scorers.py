@@ -64,12 +64,12 @@ class ServiceScorer:
     async def score(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
             req = ScoreRequest.model_validate(body)
-            result = await self.service.judge(req.to_judge_request(req))
+            result = await self.service.judge(req.judge_request(req.conversation(), req.responses))
         except ValidationError as exc:
             raise ScoreFailure(400, invalid_from_errors(exc.errors()).to_body()) from exc
         except GRMError as exc:
             raise ScoreFailure(exc.status, exc.to_body()) from exc
-        return ScoreResponse.from_result(result, with_samples=req.return_samples).body()
+        return ScoreResponse.from_result(result, with_samples=req.return_samples).model_dump(mode="json")
 
 
 class HTTPScorer:

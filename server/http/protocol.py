@@ -2,33 +2,68 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from server.core.prompts import Message
 from server.core.types import JudgeRequest, JudgeResult, new_request_id
 
 
-class ChatMessage(BaseModel):
+def valid_unicode(text: str) -> str:
+    """JSON may spell a lone surrogate (`"\\ud800"`); no engine can encode it, so it is bad input."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"the text holds a lone surrogate at {exc.start}; send valid Unicode") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(valid_unicode)]
+"""Every text field of every request model: a string that is valid Unicode."""
+
+
+class Knobs(BaseModel):
+    """The judging knobs every request model shares (native fields, or `extra_body` on the compatible routes).
+    Only types here: defaults and bounds are applied in one place, `server.core.judging.plan_request`."""
+
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "user", "assistant"] = Field(description="who spoke this turn")
-    content: str = Field(description="the text of the turn")
-
-
-class ScoreParams(BaseModel):
-    """Sampling parameters shared by `/score` and `/score/batch`."""
-
-    model_config = ConfigDict(extra="forbid")
-    k: int | None = Field(None, description="judgments to sample (default from settings)")
+    k: int | None = Field(None, description="judgments to sample (default from settings, 1..judging.max_k)")
     k_meta: int | None = Field(
         None, description="judgments kept by the Meta RM; null = default (k/2 with a Meta RM), 0 = plain voting"
     )
-    temperature: float | None = Field(None, description="sampling temperature of the judgments (default 0.5)")
+    temperature: float | None = Field(None, description="sampling temperature of the judgments, 0..2 (default 0.5)")
     max_tokens: int | None = Field(None, description="token budget of one judgment")
     seed: int | None = Field(
-        None, ge=0, lt=2**31, description="seed of orders, sampling and tie-breaks; null = random (reported back)"
+        None, description="seed of orders, sampling and tie-breaks, 0..2^31-1; null = random (reported back)"
     )
+
+    def judge_request(
+        self, messages: Sequence[Message], responses: Sequence[str], request_id: str | None = None
+    ) -> JudgeRequest:
+        """The one conversion from any request model to the core request."""
+        return JudgeRequest(
+            messages=tuple(messages),
+            responses=tuple(responses),
+            k=self.k,
+            k_meta=self.k_meta,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+            request_id=request_id or new_request_id(),
+        )
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"] = Field(description="who spoke this turn")
+    content: Text = Field(description="the text of the turn")
+
+
+class ScoreParams(Knobs):
+    """Parameters shared by `/score` and `/score/batch`: the knobs plus what the response shows."""
+
     return_samples: bool = Field(False, description="include every sampled judgment in the response")
 
 
@@ -37,8 +72,8 @@ class ScoreItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     messages: list[ChatMessage] | None = Field(None, description="the conversation, last turn = the user's query")
-    query: str | None = Field(None, description="the user's query (instead of messages)")
-    responses: list[str] = Field(description="candidate responses to judge, 1..max")
+    query: Text | None = Field(None, description="the user's query (instead of messages)")
+    responses: list[Text] = Field(description="candidate responses to judge, 1..max")
 
     @model_validator(mode="after")
     def _one_conversation(self) -> ScoreItem:
@@ -46,26 +81,23 @@ class ScoreItem(BaseModel):
             raise ValueError("give exactly one of `query` or `messages`")
         return self
 
-    def to_judge_request(self, params: ScoreParams, request_id: str | None = None) -> JudgeRequest:
-        messages = (
-            tuple(Message(m.role, m.content) for m in self.messages)
-            if self.messages is not None
-            else (Message("user", self.query or ""),)
-        )
-        return JudgeRequest(
-            messages=messages,
-            responses=tuple(self.responses),
-            k=params.k,
-            k_meta=params.k_meta,
-            temperature=params.temperature,
-            max_tokens=params.max_tokens,
-            seed=params.seed,
-            request_id=request_id or new_request_id(),
-        )
+    def conversation(self) -> tuple[Message, ...]:
+        if self.messages is not None:
+            return tuple(Message(m.role, m.content) for m in self.messages)
+        return (Message("user", self.query or ""),)
 
 
 class ScoreRequest(ScoreParams, ScoreItem):
     """`POST /score`: one item plus its parameters."""
+
+
+class ScoreBatchRequest(ScoreParams):
+    """`POST /score/batch`: items judged concurrently with shared parameters; each item counts against
+    the in-flight limit (`limits.max_concurrent_requests`)."""
+
+    items: list[Any] = Field(
+        description="each a ScoreItem ({query | messages, responses}); a bad item gets its own error entry"
+    )
 
 
 class UsageOut(BaseModel):
@@ -101,11 +133,9 @@ class ScoreResponse(BaseModel):
     kept: int = Field(description="judgments that voted")
     seed: int
     usage: UsageOut
-    samples: list[SampleOut] | None = None
-
-    def body(self) -> dict[str, Any]:
-        """The JSON body: every field, `samples` only when asked for."""
-        return self.model_dump(mode="json", exclude={"samples"} if self.samples is None else None)
+    samples: list[SampleOut] | None = Field(
+        None, exclude_if=lambda v: v is None, description="every sampled judgment (only with return_samples)"
+    )
 
     @classmethod
     def from_result(cls, r: JudgeResult, *, with_samples: bool) -> ScoreResponse:
@@ -148,3 +178,32 @@ class ScoreResponse(BaseModel):
             ),
             samples=samples,
         )
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """The one error body of every route (and of a failed batch item)."""
+
+    error: ErrorInfo
+
+
+class ScoreBatchResponse(BaseModel):
+    id: str
+    object: Literal["score.batch"] = "score.batch"
+    results: list[ScoreResponse | ErrorResponse] = Field(description="per item, in order: its result or its error")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"] = "ready"
+    model: str
+    meta_rm: str | None = Field(description="the Meta RM's name, or null for plain voting")

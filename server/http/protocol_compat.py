@@ -5,23 +5,23 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from server.http.protocol import Knobs, ScoreResponse, Text, valid_unicode
 
 
-class _Lenient(BaseModel):
+class _Lenient(Knobs):
+    """The shared knobs (sent in `extra_body`); unknown fields are tolerated."""
+
     model_config = ConfigDict(extra="allow")
-    k: int | None = Field(None, description="judgments to sample (extra_body)")
-    k_meta: int | None = Field(None, description="judgments kept by the Meta RM (extra_body)")
-    seed: int | None = Field(None, ge=0, lt=2**31, description="seed (extra_body)")
-    max_tokens: int | None = Field(None, description="token budget of one judgment")
 
 
 class VLLMScoreRequest(_Lenient):
     """vLLM Score API: `text_1` is the query, the `text_2` candidates are judged together against it."""
 
     model: str | None = None
-    text_1: str | list[str]
-    text_2: str | list[str]
+    text_1: Text | list[Text]
+    text_2: Text | list[Text]
 
     @model_validator(mode="after")
     def _shapes(self) -> VLLMScoreRequest:
@@ -65,8 +65,8 @@ class VLLMScoreResponse(BaseModel):
 class RewardRequest(_Lenient):
     """OpenRLHF remote reward model: `query[i]` is prompt + response; `prompts[i]` its prompt."""
 
-    query: list[str]
-    prompts: list[str] | None = None
+    query: list[Text]
+    prompts: list[Text] | None = None
     labels: list[Any] | None = None
 
     @model_validator(mode="after")
@@ -87,7 +87,16 @@ class RewardResponse(BaseModel):
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[dict[str, Any]] | None = None
+    content: Text | list[dict[str, Any]] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _parts_are_text(cls, value: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+        if isinstance(value, list):
+            for part in value:
+                if isinstance(part.get("text"), str):
+                    valid_unicode(part["text"])
+        return value
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -100,7 +109,16 @@ class ChatRewardRequest(_Lenient):
 
     model: str | None = None
     messages: list[ChatMessageIn]
-    temperature: float | None = None
+    stream: bool | None = Field(None, description="must be false or absent: a reward is one JSON answer")
+
+    @field_validator("stream")
+    @classmethod
+    def _no_stream(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError(
+                "streaming is not supported: the reward comes back as one JSON response; send stream=false"
+            )
+        return value
 
 
 class ChatChoiceMessage(BaseModel):
@@ -121,7 +139,7 @@ class ChatRewardResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: CompatUsage
-    reward: dict[str, Any] = Field(description="the full /score result for the judged turn")
+    reward: ScoreResponse = Field(description="the full /score result for the judged turn")
 
 
 class ModelCard(BaseModel):

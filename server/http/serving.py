@@ -6,24 +6,31 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import ValidationError
 
-from meta_rm.errors import MetaRMError
 from server.core.errors import (
     BackendUnavailableError,
     GRMError,
     InvalidRequestError,
     NotFoundError,
-    from_meta_rm,
     invalid_from_errors,
+    meta_rm_errors,
 )
 from server.core.judging import JudgeService
 from server.core.prompts import Message
 from server.core.settings import Settings
 from server.core.types import JudgeRequest, JudgeResult
-from server.http.protocol import ScoreItem, ScoreParams, ScoreRequest, ScoreResponse
+from server.http.protocol import (
+    ErrorResponse,
+    Knobs,
+    ReadyResponse,
+    ScoreBatchRequest,
+    ScoreBatchResponse,
+    ScoreItem,
+    ScoreRequest,
+    ScoreResponse,
+)
 from server.http.protocol_compat import (
     ChatChoice,
     ChatChoiceMessage,
@@ -78,62 +85,61 @@ class Serving:
                 code="model_not_found",
             )
 
-    async def score(self, req: ScoreRequest, request_id: str) -> dict[str, Any]:
+    async def score(self, req: ScoreRequest, request_id: str) -> ScoreResponse:
         service = self.runtime.require()
         async with service.admit():
-            result = await service.judge(req.to_judge_request(req, request_id))
-        return ScoreResponse.from_result(result, with_samples=req.return_samples).body()
+            result = await service.judge(req.judge_request(req.conversation(), req.responses, request_id))
+        return ScoreResponse.from_result(result, with_samples=req.return_samples)
 
-    async def score_batch(self, items: Sequence[Any], params: ScoreParams, request_id: str) -> dict[str, Any]:
-        """Each item is validated and judged on its own; a bad item gets an error entry, the rest go on."""
+    async def score_batch(self, req: ScoreBatchRequest, request_id: str) -> ScoreBatchResponse:
+        """Each item is validated and judged on its own; a bad item gets an error entry, the rest go on.
+        Admission counts the valid items: a batch of 64 takes 64 of the in-flight slots."""
         service = self.runtime.require()
-        limit = self.settings.limits.max_batch_items
+        items, limit = req.items, self.settings.limits.max_batch_items
         if not items:
             raise InvalidRequestError("items must hold at least one item", param="items")
         if len(items) > limit:
             raise InvalidRequestError(f"{len(items)} items (limit {limit})", param="items")
-
-        async def one(i: int, raw: Any) -> dict[str, Any]:
+        parsed: list[JudgeRequest | ErrorResponse] = []
+        for i, raw in enumerate(items):
             try:
                 item = ScoreItem.model_validate(raw)
-                result = await service.judge(item.to_judge_request(params, f"{request_id}-{i}"))
             except ValidationError as exc:
-                return invalid_from_errors(exc.errors(), f"items.{i}: ").to_body()
+                parsed.append(ErrorResponse.model_validate(invalid_from_errors(exc.errors(), f"items.{i}: ").to_body()))
+                continue
+            parsed.append(req.judge_request(item.conversation(), item.responses, f"{request_id}-{i}"))
+
+        async def one(entry: JudgeRequest | ErrorResponse) -> ScoreResponse | ErrorResponse:
+            if isinstance(entry, ErrorResponse):
+                return entry
+            try:
+                result = await service.judge(entry)
             except GRMError as exc:
-                return exc.to_body()
-            return ScoreResponse.from_result(result, with_samples=params.return_samples).body()
+                return ErrorResponse.model_validate(exc.to_body())
+            return ScoreResponse.from_result(result, with_samples=req.return_samples)
 
-        async with service.admit():
-            results = await asyncio.gather(*(one(i, raw) for i, raw in enumerate(items)))
-        return {"id": request_id, "object": "score.batch", "results": list(results)}
+        async with service.admit(sum(isinstance(e, JudgeRequest) for e in parsed), param="items"):
+            results = await asyncio.gather(*(one(e) for e in parsed))
+        return ScoreBatchResponse(id=request_id, results=list(results))
 
-    async def _judge_groups(self, groups: Sequence[_Group], knobs: Any, request_id: str) -> list[JudgeResult]:
-        """Judge several (conversation, responses) groups concurrently; any failure fails the call."""
+    async def _judge_groups(
+        self, groups: Sequence[_Group], knobs: Knobs, request_id: str, param: str
+    ) -> list[JudgeResult]:
+        """Judge several (conversation, responses) groups concurrently, each counted by admission;
+        any failure fails the call."""
         service = self.runtime.require()
-        requests = [
-            JudgeRequest(
-                messages=g.messages,
-                responses=tuple(g.texts),
-                k=knobs.k,
-                k_meta=knobs.k_meta,
-                temperature=getattr(knobs, "temperature", None),
-                max_tokens=knobs.max_tokens,
-                seed=knobs.seed,
-                request_id=f"{request_id}-{j}",
-            )
-            for j, g in enumerate(groups)
-        ]
-        async with service.admit():
+        requests = [knobs.judge_request(g.messages, g.texts, f"{request_id}-{j}") for j, g in enumerate(groups)]
+        async with service.admit(len(requests), param=param):
             return list(await asyncio.gather(*(service.judge(r) for r in requests)))
 
-    async def vllm_score(self, req: VLLMScoreRequest, request_id: str) -> dict[str, Any]:
+    async def vllm_score(self, req: VLLMScoreRequest, request_id: str) -> VLLMScoreResponse:
         """vLLM Score API: candidates sharing a `text_1` are judged together; score = mean mapped to 0..1."""
         self._check_model(req.model)
         groups: dict[str, _Group] = {}
         for index, (query, candidate) in enumerate(req.pairs()):
             group = groups.setdefault(query, _Group((Message("user", query),)))
             group.add(index, candidate)
-        results = await self._judge_groups(list(groups.values()), req, request_id)
+        results = await self._judge_groups(list(groups.values()), req, request_id, "text_1")
         data = [
             ScoreData(index=index, score=unit_score(result.scores[pos]))
             for group, result in zip(groups.values(), results, strict=True)
@@ -145,9 +151,9 @@ class Serving:
             model=self.model_name,
             data=sorted(data, key=lambda d: d.index),
             usage=_usage(results),
-        ).model_dump(mode="json")
+        )
 
-    async def get_reward(self, req: RewardRequest, request_id: str) -> dict[str, Any]:
+    async def get_reward(self, req: RewardRequest, request_id: str) -> RewardResponse:
         """OpenRLHF remote RM: rollouts sharing a prompt are judged together (at most `reward_group_cap`)."""
         cap = self.settings.limits.reward_group_cap
         prompts = req.prompts if req.prompts is not None else [""] * len(req.query)
@@ -166,7 +172,7 @@ class Serving:
                 chunks.append(_Group((Message("user", prompt),)))
             chunks[-1].add(index, full[len(prompt) :])
         groups = [g for chunks in by_prompt.values() for g in chunks]
-        results = await self._judge_groups(groups, req, request_id)
+        results = await self._judge_groups(groups, req, request_id, "query")
         rewards = [0.0] * len(req.query)
         sums = [0.0] * len(req.query)
         for group, result in zip(groups, results, strict=True):
@@ -180,9 +186,9 @@ class Serving:
                 "voted_sum": sums,
                 "valid_judgments": [float(r.valid) for g, r in zip(groups, results, strict=True) for _ in g.indices],
             },
-        ).model_dump(mode="json")
+        )
 
-    async def chat_reward(self, req: ChatRewardRequest, request_id: str) -> dict[str, Any]:
+    async def chat_reward(self, req: ChatRewardRequest, request_id: str) -> ChatRewardResponse:
         """OpenAI-compatible reward call: judge the final assistant turn against the conversation before it."""
         self._check_model(req.model)
         if len(req.messages) < 2 or req.messages[-1].role != "assistant":
@@ -194,35 +200,27 @@ class Serving:
         )
         groups = [_Group(conversation)]
         groups[0].add(0, req.messages[-1].text())
-        (result,) = await self._judge_groups(groups, req, request_id)
-        body = ScoreResponse.from_result(result, with_samples=False).body()
+        (result,) = await self._judge_groups(groups, req, request_id, "messages")
         return ChatRewardResponse(
             id=f"chatcmpl-{request_id}",
             created=result.created,
             model=self.model_name,
             choices=[ChatChoice(message=ChatChoiceMessage(content=f"reward:{result.scores[0]:.4f}"))],
             usage=_usage([result]),
-            reward=body,
-        ).model_dump(mode="json")
+            reward=ScoreResponse.from_result(result, with_samples=False),
+        )
 
-    def models(self) -> dict[str, Any]:
-        created = int(time.time())
-        return ModelList(data=[ModelCard(id=self.model_name, created=created)]).model_dump(mode="json")
+    def models(self) -> ModelList:
+        return ModelList(data=[ModelCard(id=self.model_name, created=int(time.time()))])
 
-    async def ready(self) -> dict[str, Any]:
+    async def ready(self) -> ReadyResponse:
         """Raise BackendUnavailableError with the reason unless every engine can serve now."""
         service = self.runtime.require()
         await service.generator.check_ready()
         if service.meta_rm is not None:
-            try:
+            with meta_rm_errors():
                 await service.meta_rm.check_ready()
-            except MetaRMError as exc:
-                raise from_meta_rm(exc) from exc
-        return {
-            "status": "ready",
-            "model": self.model_name,
-            "meta_rm": service.meta_rm.name if service.meta_rm else None,
-        }
+        return ReadyResponse(model=self.model_name, meta_rm=service.meta_rm.name if service.meta_rm else None)
 
 
 @dataclass

@@ -2,35 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 
-from server.http.protocol_compat import ChatRewardRequest, RewardRequest, VLLMScoreRequest
-from server.http.routes.deps import RequestIdDep, ServingDep, check_auth, until_disconnect
+from server.http.protocol_compat import (
+    ChatRewardRequest,
+    ChatRewardResponse,
+    ModelList,
+    RewardRequest,
+    RewardResponse,
+    VLLMScoreRequest,
+    VLLMScoreResponse,
+)
+from server.http.routes.deps import ERROR_RESPONSES, RequestIdDep, ServingDep, check_auth, until_disconnect
 
-router = APIRouter(dependencies=[Depends(check_auth)], tags=["compatible"])
+router = APIRouter(dependencies=[Depends(check_auth)], tags=["compatible"], responses=ERROR_RESPONSES)
 
 
 @router.post("/v1/score", summary="vLLM Score API shape")
 async def vllm_score(
     body: VLLMScoreRequest, request: Request, serving: ServingDep, rid: RequestIdDep
-) -> dict[str, Any]:
+) -> VLLMScoreResponse:
     return await until_disconnect(request, serving.vllm_score(body, rid))
 
 
 @router.post("/get_reward", summary="OpenRLHF remote reward model shape")
-async def get_reward(body: RewardRequest, request: Request, serving: ServingDep, rid: RequestIdDep) -> dict[str, Any]:
+async def get_reward(body: RewardRequest, request: Request, serving: ServingDep, rid: RequestIdDep) -> RewardResponse:
     return await until_disconnect(request, serving.get_reward(body, rid))
 
 
-@router.post("/v1/chat/completions", summary="Reward of the final assistant turn, OpenAI chat shape")
+@router.post("/v1/chat/completions", summary="Reward of the final assistant turn, OpenAI chat shape (no streaming)")
 async def chat_completions(
     body: ChatRewardRequest, request: Request, serving: ServingDep, rid: RequestIdDep
-) -> dict[str, Any]:
+) -> ChatRewardResponse:
     return await until_disconnect(request, serving.chat_reward(body, rid))
 
 
 @router.get("/v1/models", summary="The served GRM")
-async def models(serving: ServingDep) -> dict[str, Any]:
+async def models(serving: ServingDep) -> ModelList:
     return serving.models()

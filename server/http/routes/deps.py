@@ -5,19 +5,30 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
-from server.core.errors import AuthenticationError, GRMError
+from server.core.errors import AuthenticationError, ClientDisconnected
+from server.http.protocol import ErrorResponse
 from server.http.serving import Serving
 
 T = TypeVar("T")
 
-
-class ClientDisconnected(GRMError):
-    status = 499
-    type = "client_closed_request"
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": why}
+    for status, why in [
+        (400, "bad input; `param` names the field"),
+        (401, "missing or wrong API key"),
+        (404, "unknown model"),
+        (413, "body too large"),
+        (429, "too many items in flight (Retry-After)"),
+        (502, "the engine or the Meta RM failed, or no judgment was parseable"),
+        (503, "engines not loaded or not ready"),
+        (504, "judging timed out"),
+    ]
+}
+"""The error statuses the judging routes document in OpenAPI, all with the one error body."""
 
 
 def get_serving(request: Request) -> Serving:

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from server.http.protocol import ErrorResponse, HealthResponse, ReadyResponse
 from server.http.routes.deps import ServingDep, check_auth
 
 router = APIRouter(tags=["operations"])
+_TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}
 
 
 @router.get("/health", summary="The process is alive")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+async def health() -> HealthResponse:
+    return HealthResponse()
 
 
-@router.get("/ready", summary="Engines are loaded and answering; 503 with the reason otherwise")
-async def ready(serving: ServingDep) -> dict[str, Any]:
+@router.get(
+    "/ready",
+    summary="Engines are loaded and answering; 503 with the reason otherwise",
+    responses={503: {"model": ErrorResponse}},
+)
+async def ready(serving: ServingDep) -> ReadyResponse:
     return await serving.ready()
 
 
-@router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(check_auth)])
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    dependencies=[Depends(check_auth)],
+    response_class=Response,
+    responses={200: _TEXT, 401: {"model": ErrorResponse}},
+)
 async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
