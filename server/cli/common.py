@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from meta_rm.errors import MetaRMError
-from server.core.errors import GRMError, from_meta_rm
+from server.core.errors import ConfigurationError, GRMError, from_meta_rm
 from server.core.settings import Settings
 
 MetaRMOption = Annotated[
@@ -35,7 +35,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 @contextlib.contextmanager
 def cli_errors(*, as_json: bool = False) -> Iterator[None]:
     """The one CLI error boundary. A GRMError or Meta RM error prints `error (type): message` (or, with
-    --json, the API's error body on stdout) and exits 2 for a 4xx, 1 otherwise; `ValueError` is bad input (2), `OSError` a failure (1)."""
+    --json, the API's error body on stdout) and exits 2 for a 4xx or bad configuration, 1 otherwise; `ValueError` is bad input (2), `OSError` a failure (1)."""
     try:
         yield
     except CLIError as exc:
@@ -47,7 +47,7 @@ def cli_errors(*, as_json: bool = False) -> Iterator[None]:
             typer.echo(json.dumps(err.to_body()))
         else:
             typer.echo(f"error ({err.type}): {err.message}", err=True)
-        raise typer.Exit(2 if err.status < 500 else 1) from exc
+        raise typer.Exit(2 if err.status < 500 or isinstance(err, ConfigurationError) else 1) from exc
     except ValueError as exc:
         typer.echo(f"invalid input: {exc}", err=True)
         raise typer.Exit(2) from exc

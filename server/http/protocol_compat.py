@@ -20,8 +20,15 @@ class VLLMScoreRequest(_Lenient):
     """vLLM Score API: `text_1` is the query, the `text_2` candidates are judged together against it."""
 
     model: str | None = None
-    text_1: Text | list[Text]
-    text_2: Text | list[Text]
+    text_1: str | list[str]
+    text_2: str | list[str]
+
+    @field_validator("text_1", "text_2")
+    @classmethod
+    def _valid_texts(cls, value: str | list[str]) -> str | list[str]:
+        for text in [value] if isinstance(value, str) else value:
+            valid_unicode(text)
+        return value
 
     @model_validator(mode="after")
     def _shapes(self) -> VLLMScoreRequest:
