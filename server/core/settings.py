@@ -80,7 +80,9 @@ class LimitsSettings(BaseModel):
     max_query_chars: int = Field(64_000, ge=1, description="characters in the conversation")
     max_body_bytes: int = Field(4_000_000, ge=1024, description="HTTP body size")
     max_batch_items: int = Field(64, ge=1, description="items per batch request")
-    max_concurrent_requests: int = Field(64, ge=1, description="requests judged at once; beyond: 429")
+    max_concurrent_requests: int = Field(
+        64, ge=1, description="items judged at once (a batch item or prompt group counts one); beyond: 429"
+    )
     request_timeout_s: float = Field(300.0, gt=0, description="per-request deadline; beyond: 504 and engine abort")
     reward_group_cap: int = Field(16, ge=1, description="/get_reward: rollouts of one prompt judged together at most")
 
