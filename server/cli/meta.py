@@ -13,6 +13,7 @@ import typer
 
 from meta_rm.records import JudgmentRecord, read_records, write_records
 from server.cli.common import cli_errors, fail, load_settings
+from server.core.errors import meta_rm_errors
 from server.core.settings import Backend, MetaRMBackend, Settings
 
 meta_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Meta RM: training data, training, evaluation.")
@@ -210,12 +211,13 @@ async def _rate(settings: Settings, records: list[JudgmentRecord]) -> list[float
     rm = build_meta_rm(settings)
     if rm is None:  # pragma: no cover - NONE is refused above
         return []
-    await rm.start()
-    try:
-        scores: list[float] = []
-        step = 32
-        for start in tqdm(range(0, len(records), step), desc="meta rm", unit="batch"):
-            scores.extend(await rm.score([r.to_input() for r in records[start : start + step]]))
-        return scores
-    finally:
-        await rm.close()
+    with meta_rm_errors():
+        await rm.start()
+        try:
+            scores: list[float] = []
+            step = 32
+            for start in tqdm(range(0, len(records), step), desc="meta rm", unit="batch"):
+                scores.extend(await rm.score([r.to_input() for r in records[start : start + step]]))
+            return scores
+        finally:
+            await rm.close()
