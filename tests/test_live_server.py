@@ -88,6 +88,13 @@ def test_openai_sdk_chat_completions_and_models(live_url: str) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="smollm2-135m-instruct", messages=[{"role": "user", "content": "x"}])
     assert info.value.body["param"] == "messages"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as info:  # no streaming: a clear 400, not a silent JSON answer
+        client.chat.completions.create(
+            model="smollm2-135m-instruct",
+            messages=[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
+            stream=True,
+        )
+    assert info.value.body["param"] == "stream"  # type: ignore[index]
 
 
 def test_live_server_health_ready_metrics(live_url: str) -> None:
@@ -97,3 +104,9 @@ def test_live_server_health_ready_metrics(live_url: str) -> None:
     assert 'grm_requests_total{route="/score",status="200"}' in metrics
     bad = httpx.post(f"{live_url}/score", content=b"\xff", headers={"content-type": "application/json"})
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+    lone = httpx.post(  # a lone surrogate is valid JSON but no engine can encode it: 400 naming the field
+        f"{live_url}/score",
+        content=b'{"query": "q", "responses": ["a\\ud800"]}',
+        headers={"content-type": "application/json"},
+    )
+    assert lone.status_code == 400 and lone.json()["error"]["param"] == "responses.0", lone.text
