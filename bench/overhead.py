@@ -38,10 +38,12 @@ from bench.common import (
     write_json,
 )
 from server.core.embedded import EMBEDDED_NAME, prepare_embedded_model
-from server.core.judging import _derive_seed  # the server's per-order sampling seeds, reproduced exactly
 from server.core.prompts import Message, PromptBuilder, TemplateName, resolve_template
 from server.core.settings import Settings
-from voting import plan_orders
+from voting import (
+    derive_seed,  # the server's per-order sampling seeds, reproduced exactly
+    plan_orders,
+)
 
 
 def request_of(i: int, k: int, max_tokens: int) -> dict[str, Any]:
@@ -75,7 +77,7 @@ class Paths:
                 n=group.count,
                 temperature=body["temperature"],
                 max_tokens=body["max_tokens"],
-                seed=_derive_seed(seed, 0, j),
+                seed=derive_seed(seed, 0, j),
                 extra_body={"structured_outputs": {"regex": regex}},
             )
             return completion.usage.completion_tokens if completion.usage else 0

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from meta_rm.protocol import MetaRMInput
+from voting import render_responses
 
 INSTRUCTION = "Please score the responses."
 
@@ -23,13 +24,6 @@ class ChatTokenizer(Protocol):
     def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
 
     def __call__(self, text: Any, **kwargs: Any) -> Any: ...
-
-
-def render_responses(responses: Sequence[str]) -> str:
-    """The judging prompt's response blocks, numbered from 1 in the order shown."""
-    return "".join(
-        f"[The Begin of Response {i}]\n{text}\n[The End of Response {i}]\n" for i, text in enumerate(responses, start=1)
-    )
 
 
 def meta_rm_messages(item: MetaRMInput) -> list[dict[str, str]]:

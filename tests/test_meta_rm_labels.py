@@ -14,6 +14,7 @@ from meta_rm.protocol import MetaRMInput
 from meta_rm.records import JudgmentRecord, read_records, write_records
 from meta_rm.train import accuracy, auc, split_by_item
 from server.core.meta_data import item_seed, load_items, parse_item, select_items
+from voting import derive_seed
 
 SAMPLE = Path(__file__).parent / "data" / "dev_sample.jsonl"
 
@@ -200,4 +201,6 @@ def test_items_load_from_files_and_folders_and_select_disjoint_slices(tmp_path: 
     assert len(first) == len(second) == 3 and not {i.id for i in first} & {i.id for i in second}
     assert select_items(items, seed=0, limit=3) == first
     assert [i.id for i in select_items(items, seed=1)] != [i.id for i in select_items(items, seed=0)]
-    assert item_seed(0, "a") == item_seed(0, "a") != item_seed(1, "a")
+    # An item's judging seed is the shared derivation of (run seed, item id): same id, same seed in every run.
+    assert [item_seed(s, i.id) for s in (0, 1) for i in first] == [derive_seed(s, i.id) for s in (0, 1) for i in first]
+    assert len({item_seed(0, i.id) for i in items}) == len(items)

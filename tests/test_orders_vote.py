@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voting import map_to_caller, pick_best, plan_orders, select_top, vote
+from voting import derive_seed, map_to_caller, pick_best, plan_orders, select_top, vote
 from voting.orders import OrderStrategy
 
 strategies = st.sampled_from(list(OrderStrategy))
@@ -37,9 +38,47 @@ def test_rotations_balance_positions(n: int, rounds: int, seed: int) -> None:
     assert len(seen) == n * n
 
 
-@given(st.integers(1, 8), st.integers(1, 40), st.integers(0, 1000), strategies)
-def test_orders_are_deterministic(n: int, k: int, seed: int, strategy: OrderStrategy) -> None:
-    assert plan_orders(n, k, seed, strategy) == plan_orders(n, k, seed, strategy)
+@pytest.mark.parametrize(
+    ("n", "k", "shifts", "counts"),
+    [
+        (4, 4, [0, 1, 2, 3], [1, 1, 1, 1]),
+        (4, 2, [0, 2], [1, 1]),
+        (3, 7, [0, 1, 2], [3, 2, 2]),
+        (5, 3, [0, 1, 3], [1, 1, 1]),
+        (1, 5, [0], [5]),
+    ],
+)
+def test_rotations_table(n: int, k: int, shifts: list[int], counts: list[int]) -> None:
+    """Hand-computed: group j shows the seeded base order rotated left by floor(j*n/m), m = min(k, n)."""
+    base = list(range(n))
+    random.Random(11).shuffle(base)
+    groups = plan_orders(n, k, 11, OrderStrategy.ROTATE)
+    assert [g.count for g in groups] == counts
+    assert [g.order for g in groups] == [tuple(base[s:] + base[:s]) for s in shifts]
+
+
+@given(st.integers(1, 8), st.integers(1, 40), st.integers(0, 1000))
+def test_shuffles_are_k_seeded_draws(n: int, k: int, seed: int) -> None:
+    """`shuffle` groups exactly the k successive shuffles of one generator seeded with `seed`."""
+    rng, drawn = random.Random(seed), Counter[tuple[int, ...]]()
+    for _ in range(k):
+        perm = list(range(n))
+        rng.shuffle(perm)
+        drawn[tuple(perm)] += 1
+    assert {g.order: g.count for g in plan_orders(n, k, seed, OrderStrategy.SHUFFLE)} == drawn
+
+
+@pytest.mark.parametrize("parts", [(0, "a"), (7, 0, 1), ("order", 3, "x.jsonl"), (2**31 - 1,)])
+def test_derive_seed_is_the_joined_string_seed(parts: tuple[int | str, ...]) -> None:
+    """The one seed derivation: `random` seeded with the parts joined by ":" (stable across processes)."""
+    assert derive_seed(*parts) == random.Random(":".join(map(str, parts))).randrange(2**31)
+
+
+@given(st.lists(st.one_of(st.integers(0, 2**31), st.text(alphabet="abc", max_size=3)), min_size=1, max_size=4))
+def test_derive_seed_range_and_sensitivity(parts: list[int | str]) -> None:
+    seed = derive_seed(*parts)
+    assert 0 <= seed < 2**31
+    assert derive_seed(*parts, 0) != derive_seed(*parts, 1)
 
 
 def test_orders_reject_empty() -> None:

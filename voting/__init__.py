@@ -1,7 +1,8 @@
-"""Pure, deterministic core: score extraction, response orders, Meta RM selection and voting."""
+"""Pure, deterministic core: response blocks, score extraction, response orders and seeds, Meta RM selection and voting."""
 
-from voting.orders import OrderGroup, map_to_caller, plan_orders
+from voting.orders import OrderGroup, derive_seed, map_to_caller, plan_orders
 from voting.parse import ParseError, ScoreParse, parse_scores, split_judgment
+from voting.render import render_responses
 from voting.vote import VoteResult, pick_best, select_top, vote
 
 __all__ = [
@@ -9,10 +10,12 @@ __all__ = [
     "ParseError",
     "ScoreParse",
     "VoteResult",
+    "derive_seed",
     "map_to_caller",
     "parse_scores",
     "pick_best",
     "plan_orders",
+    "render_responses",
     "select_top",
     "split_judgment",
     "vote",

@@ -25,6 +25,14 @@ class OrderGroup:
     count: int
 
 
+def derive_seed(*parts: int | str) -> int:
+    """A seed in [0, 2**31) fixed by `parts` (joined with ":"), stable across runs and processes
+    (`random` hashes str seeds with SHA-512). The one derivation: per-order sampling seeds
+    `(seed, attempt, group)`, per-item judging seeds `(seed, item_id)` and evaluation seeds
+    `(purpose, seed, key)`."""
+    return random.Random(":".join(map(str, parts))).randrange(2**31)
+
+
 def plan_orders(
     n_responses: int, k: int, seed: int, strategy: OrderStrategy = OrderStrategy.ROTATE
 ) -> tuple[OrderGroup, ...]:

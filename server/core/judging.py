@@ -24,7 +24,7 @@ from server.core.generators.base import Generation, Generator, SamplingConfig
 from server.core.prompts import PromptBuilder, render_conversation
 from server.core.settings import Settings
 from server.core.types import JudgeRequest, JudgeResult, Sample, Usage
-from voting import map_to_caller, parse_scores, pick_best, plan_orders, select_top, split_judgment, vote
+from voting import derive_seed, map_to_caller, parse_scores, pick_best, plan_orders, select_top, split_judgment, vote
 from voting.orders import OrderGroup
 
 logger = logging.getLogger(__name__)
@@ -47,10 +47,6 @@ class Plan:
     temperature: float
     max_tokens: int
     seed: int
-
-
-def _derive_seed(seed: int, *parts: int) -> int:
-    return random.Random(":".join(map(str, (seed, *parts)))).randrange(2**31)
 
 
 def _check_text(text: str, param: str) -> None:
@@ -245,7 +241,7 @@ class JudgeService:
                         self.generator.generate(
                             prompt,
                             SamplingConfig(
-                                g.count, plan.temperature, plan.max_tokens, _derive_seed(plan.seed, attempt, j), regex
+                                g.count, plan.temperature, plan.max_tokens, derive_seed(plan.seed, attempt, j), regex
                             ),
                             f"{request_id}-{attempt}-{j}",
                         )

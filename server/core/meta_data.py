@@ -17,6 +17,7 @@ from server.core.errors import GRMError
 from server.core.judging import JudgeService
 from server.core.prompts import Message, render_conversation
 from server.core.types import JudgeRequest, Sample
+from voting import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def select_items(
 
 def item_seed(seed: int, item_id: str) -> int:
     """The judging seed of one item: fixed by the run's seed and the item's id."""
-    return random.Random(f"{seed}:{item_id}").randrange(2**31)
+    return derive_seed(seed, item_id)
 
 
 def to_records(item: PreferenceItem, samples: Sequence[Sample], seed: int, model: str) -> list[JudgmentRecord]:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
+from voting import render_responses
+
 _PLACEHOLDER = re.compile(r"\{(conversation|responses|n)\}")
 _ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
 
@@ -41,12 +43,6 @@ def resolve_template(name: TemplateName, model: str) -> TemplateName:
 def render_conversation(messages: Sequence[Message]) -> str:
     """Label each turn with its role; the last turn is the user's query."""
     return "\n\n".join(f"{_ROLE_LABELS.get(m.role, m.role.capitalize())}: {m.content}" for m in messages)
-
-
-def render_responses(responses: Sequence[str]) -> str:
-    return "".join(
-        f"[The Begin of Response {i}]\n{text}\n[The End of Response {i}]\n" for i, text in enumerate(responses, start=1)
-    )
 
 
 class PromptBuilder:

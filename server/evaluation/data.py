@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voting import derive_seed
+
 # Why an item is left out of accuracy (MANIFEST.md of the dev data).
 SKIP_TIE = "tie"
 SKIP_AMBIGUOUS = "label_ambiguous"
@@ -54,11 +56,6 @@ class Selection:
     available: dict[str, int] = field(default_factory=dict)
 
 
-def derive_seed(run_seed: int, key: str, purpose: str) -> int:
-    """A per-item seed, stable across runs and processes (str seeds hash with SHA-512 in `random`)."""
-    return random.Random(f"{purpose}:{run_seed}:{key}").randrange(2**31)
-
-
 def skip_reason(raw: dict[str, Any], max_chars: int | None) -> str | None:
     """Why a raw item cannot count towards accuracy, or None if it can."""
     meta = raw.get("meta") or {}
@@ -86,7 +83,7 @@ def to_item(raw: dict[str, Any], file: str, run_seed: int) -> EvalItem:
     key = f"{file}:{raw['id']}"
     n = len(raw["responses"])
     perm = list(range(n))
-    random.Random(derive_seed(run_seed, key, "order")).shuffle(perm)
+    random.Random(derive_seed("order", run_seed, key)).shuffle(perm)
     prompt = raw["prompt"]
     conversation: str | tuple[tuple[str, str], ...] = (
         prompt if isinstance(prompt, str) else tuple((m["role"], m["content"]) for m in prompt)
@@ -101,7 +98,7 @@ def to_item(raw: dict[str, Any], file: str, run_seed: int) -> EvalItem:
         responses=tuple(raw["responses"][i] for i in perm),
         label=perm.index(int(raw["label"])),
         perm=tuple(perm),
-        seed=derive_seed(run_seed, key, "request"),
+        seed=derive_seed("request", run_seed, key),
     )
 
 
@@ -125,7 +122,7 @@ def select_items(paths: Sequence[Path], *, limit: int | None, seed: int, max_cha
         if limit is not None and len(usable) > limit:
             # A seeded shuffle cut at `limit`: a larger limit keeps every item of a smaller one (resume reuses them).
             ranked = list(range(len(usable)))
-            random.Random(derive_seed(seed, path.name, "sample")).shuffle(ranked)
+            random.Random(derive_seed("sample", seed, path.name)).shuffle(ranked)
             keep = set(ranked[:limit])
             usable = [raw for i, raw in enumerate(usable) if i in keep]
         selection.items.extend(to_item(raw, path.name, seed) for raw in usable)
