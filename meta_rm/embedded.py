@@ -6,20 +6,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from meta_rm.errors import MetaRMConfigError
 from meta_rm.hf import HFMetaRM, quiet_transformers
+from meta_rm.model_folder import prepare_folder
 
 logger = logging.getLogger(__name__)
 
 HEAD_FILE = Path(__file__).with_name("embedded_head.json")
 EMBEDDED_META_RM_NAME = "smollm2-135m-meta-rm"
-_DONE_MARKER = ".grm-server-complete"
 
 
 def head_module(model: Any) -> Any:
@@ -77,26 +75,21 @@ def prepare_embedded_meta_rm(backbone: Path, cache_dir: Path, head_file: Path = 
     head = load_head(head_file)
     digest = hashlib.sha256(head_file.read_bytes()).hexdigest()[:12]
     target = cache_dir / f"{EMBEDDED_META_RM_NAME}-{digest}"
-    if (target / _DONE_MARKER).is_file():
-        return target
-    if not (backbone / "config.json").is_file():
-        raise MetaRMConfigError(f"the embedded Meta RM backbone {backbone} has no config.json")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    logger.info("preparing the embedded Meta RM in %s (once)", target)
-    with quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1, dtype="auto")
-    apply_head(model, head)
-    model.config.id2label, model.config.label2id = {0: "correct"}, {"correct": 0}
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    model.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(backbone).save_pretrained(tmp)
-    (tmp / _DONE_MARKER).write_text("ok\n")
-    if target.exists():  # another process won the race; keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.rename(target)
-    return target
+    def write(folder: Path) -> None:
+        if not (backbone / "config.json").is_file():
+            raise MetaRMConfigError(f"the embedded Meta RM backbone {backbone} has no config.json")
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        logger.info("preparing the embedded Meta RM in %s (once)", target)
+        with quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1, dtype="auto")
+        apply_head(model, head)
+        model.config.id2label, model.config.label2id = {0: "correct"}, {"correct": 0}
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(backbone).save_pretrained(folder)
+
+    return prepare_folder(target, write)
 
 
 class EmbeddedMetaRM(HFMetaRM):

@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any, cast
 
 from meta_rm.errors import MetaRMBackendError, MetaRMConfigError, MetaRMUnavailableError
 from meta_rm.inputs import encode
 from meta_rm.protocol import MetaRMInput
+from meta_rm.vllm_common import configure_cpu_environment, readiness_problem, shutdown
 
 logger = logging.getLogger(__name__)
-
-
-def _cpu_environment(cache_dir: str) -> None:
-    """What vLLM CPU reads at import (values already set win): all cores, a small KV cache, contained caches."""
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{max(0, (os.cpu_count() or 1) - 1)}")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_CACHE_ROOT", os.path.join(cache_dir, "vllm"))
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
 class VLLMMetaRM:
@@ -59,7 +49,7 @@ class VLLMMetaRM:
         return self._name
 
     async def start(self) -> None:
-        _cpu_environment(self._cache_dir)
+        configure_cpu_environment(self._cache_dir, kvcache_gb=1)
         try:
             import torch
             from transformers import AutoTokenizer
@@ -124,13 +114,14 @@ class VLLMMetaRM:
             raise MetaRMBackendError(f"vLLM pooling failed: {exc}") from exc
 
     async def check_ready(self) -> None:
-        if self._engine is None or self._error:
-            raise MetaRMUnavailableError(self._error or "Meta RM engine not started")
-        if self._engine.errored:
-            raise MetaRMUnavailableError("vLLM pooling engine is dead")
+        problem = readiness_problem(
+            self._engine, self._error, not_started="Meta RM engine not started", dead="vLLM pooling engine is dead"
+        )
+        if problem:
+            raise MetaRMUnavailableError(problem)
 
     async def close(self) -> None:
         if self._engine is not None:
-            self._engine.shutdown()
+            shutdown(self._engine)
             self._engine = None
             self._error = "Meta RM engine closed"

@@ -17,8 +17,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from meta_rm.vllm_common import configure_cpu_environment
 from server.core.embedded import EMBEDDED_NAME, prepare_embedded_model
-from server.core.generators.vllm_local import VLLMGenerator, configure_cpu_environment
+from server.core.generators.vllm_local import VLLMGenerator
 from server.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

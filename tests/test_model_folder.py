@@ -1,0 +1,51 @@
+"""The one model-folder preparation (embedded GRM and embedded Meta RM): once, atomic, failure-clean."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meta_rm.model_folder import DONE_MARKER, prepare_folder
+
+
+def test_prepares_once_then_reuses(tmp_path: Path) -> None:
+    calls: list[Path] = []
+
+    def write(folder: Path) -> None:
+        calls.append(folder)
+        (folder / "config.json").write_text("{}")
+
+    target = tmp_path / "model"
+    assert prepare_folder(target, write) == target
+    assert prepare_folder(target, write) == target
+    assert len(calls) == 1 and calls[0] != target  # written beside the target, then renamed
+    assert (target / "config.json").is_file() and (target / DONE_MARKER).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_failed_write_leaves_nothing_and_is_redone(tmp_path: Path) -> None:
+    def broken(folder: Path) -> None:
+        (folder / "half").write_text("x")
+        raise RuntimeError("disk full")
+
+    target = tmp_path / "model"
+    with pytest.raises(RuntimeError, match="disk full"):
+        prepare_folder(target, broken)
+    assert list(tmp_path.iterdir()) == []
+    prepare_folder(target, lambda folder: (folder / "w").write_text("ok"))
+    assert (target / "w").read_text() == "ok"
+
+
+def test_a_rival_that_finishes_first_is_kept(tmp_path: Path) -> None:
+    target = tmp_path / "model"
+
+    def rival_finishes_first(folder: Path) -> None:
+        (folder / "mine").write_text("mine")
+        target.mkdir()
+        (target / "theirs").write_text("theirs")
+        (target / DONE_MARKER).write_text("ok\n")
+
+    prepare_folder(target, rival_finishes_first)
+    assert sorted(p.name for p in target.iterdir()) == [DONE_MARKER, "theirs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
