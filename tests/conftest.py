@@ -20,6 +20,7 @@ import pytest_asyncio
 from meta_rm.vllm_common import configure_cpu_environment
 from server.core.embedded import EMBEDDED_NAME, prepare_embedded_model
 from server.core.generators.vllm_local import VLLMGenerator
+from server.core.items import read_jsonl, skip_reason
 from server.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +152,6 @@ def load_items(name: str, limit: int) -> list[dict[str, Any]]:
     path = DATA_DIR / name
     if not path.is_file():
         path = ROOT / "tests" / "data" / "dev_sample.jsonl"
-    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    usable = [i for i in items if i["label"] is not None and not i["meta"].get("label_ambiguous")]
+    usable = [i for i in read_jsonl(path) if skip_reason(i) is None]  # the shared reader's rules
     usable.sort(key=lambda i: len(json.dumps(i["prompt"])) + sum(len(r) for r in i["responses"]))
     return usable[:limit]

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from meta_rm.labels import is_correct
 from meta_rm.records import JudgmentRecord
 from server.core.errors import GRMError
+from server.core.items import SKIP_TOO_LONG, prompt_turns, read_jsonl, skip_reason
 from server.core.judging import JudgeService
 from server.core.prompts import Message, render_conversation
 from server.core.types import JudgeRequest, Sample
@@ -45,35 +46,13 @@ class LoadReport:
     skipped: Counter[str] = field(default_factory=Counter)
 
 
-def _messages(prompt: object) -> tuple[Message, ...]:
-    if isinstance(prompt, str):
-        return (Message("user", prompt),)
-    if isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt):
-        return tuple(Message(str(m["role"]), str(m["content"])) for m in prompt)
-    raise ValueError("`prompt` must be a string or a list of {role, content}")
-
-
 def parse_item(data: dict[str, object]) -> PreferenceItem | str:
-    """The item, or the reason to skip it (tie, ambiguous label, identical responses, bad shape)."""
-    meta = data.get("meta") or {}
-    if data.get("label") is None:
-        return "tie"
-    if isinstance(meta, dict) and meta.get("label_ambiguous"):
-        return "label_ambiguous"
-    if isinstance(meta, dict) and meta.get("identical_responses"):
-        return "identical_responses"
-    responses = data.get("responses")
-    label = data.get("label")
-    if not isinstance(responses, list) or not responses or not isinstance(label, int):
-        return "malformed"
-    if len(responses) >= 2 and not 0 <= label < len(responses):
-        return "malformed"
-    try:
-        messages = _messages(data.get("prompt"))
-    except (KeyError, ValueError):
-        return "malformed"
-    if not messages or messages[-1].role != "user":
-        return "malformed"
+    """The item, or the reason to skip it (`server.core.items.skip_reason`, the Meta RM data rules)."""
+    reason = skip_reason(data)
+    if reason is not None:
+        return reason
+    messages = tuple(Message(role, content) for role, content in prompt_turns(data["prompt"]))
+    responses, label = cast(list[object], data["responses"]), cast(int, data["label"])
     return PreferenceItem(str(data["id"]), str(data.get("source", "")), messages, tuple(map(str, responses)), label)
 
 
@@ -84,17 +63,14 @@ def load_items(paths: Iterable[Path], max_chars: int | None = None) -> tuple[lis
         files.extend(sorted(path.glob("*.jsonl")) if path.is_dir() else [path])
     report, items = LoadReport(), []
     for file in files:
-        with file.open(encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                parsed = parse_item(json.loads(line))
-                if isinstance(parsed, str):
-                    report.skipped[parsed] += 1
-                elif max_chars is not None and parsed.chars > max_chars:
-                    report.skipped["too_long"] += 1
-                else:
-                    items.append(parsed)
+        for raw in read_jsonl(file):
+            parsed = parse_item(raw)
+            if isinstance(parsed, str):
+                report.skipped[parsed] += 1
+            elif max_chars is not None and parsed.chars > max_chars:
+                report.skipped[SKIP_TOO_LONG] += 1
+            else:
+                items.append(parsed)
     report.kept = len(items)
     return items, report
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -10,14 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.core import items as shared_items
+from server.core.items import read_jsonl
 from voting import derive_seed
-
-# Why an item is left out of accuracy (MANIFEST.md of the dev data).
-SKIP_TIE = "tie"
-SKIP_AMBIGUOUS = "label_ambiguous"
-SKIP_IDENTICAL = "identical_responses"
-SKIP_TOO_LONG = "too_long"
-SKIP_SINGLE = "single_response"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,25 +51,8 @@ class Selection:
 
 
 def skip_reason(raw: dict[str, Any], max_chars: int | None) -> str | None:
-    """Why a raw item cannot count towards accuracy, or None if it can."""
-    meta = raw.get("meta") or {}
-    if raw.get("label") is None:
-        return SKIP_TIE
-    if meta.get("label_ambiguous"):
-        return SKIP_AMBIGUOUS
-    if meta.get("identical_responses") or len(set(raw["responses"])) < len(raw["responses"]):
-        return SKIP_IDENTICAL
-    if len(raw["responses"]) < 2:
-        return SKIP_SINGLE
-    if max_chars is not None and item_chars(raw) > max_chars:
-        return SKIP_TOO_LONG
-    return None
-
-
-def item_chars(raw: dict[str, Any]) -> int:
-    prompt = raw["prompt"]
-    chars = len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
-    return chars + sum(len(r) for r in raw["responses"])
+    """Why a raw item cannot count towards accuracy, or None if it can (the shared rules, accuracy variant)."""
+    return shared_items.skip_reason(raw, max_chars, for_accuracy=True)
 
 
 def to_item(raw: dict[str, Any], file: str, run_seed: int) -> EvalItem:
@@ -100,11 +77,6 @@ def to_item(raw: dict[str, Any], file: str, run_seed: int) -> EvalItem:
         perm=tuple(perm),
         seed=derive_seed("request", run_seed, key),
     )
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def select_items(paths: Sequence[Path], *, limit: int | None, seed: int, max_chars: int | None = None) -> Selection:

@@ -1,12 +1,22 @@
-"""The one model-folder preparation (embedded GRM and embedded Meta RM): once, atomic, failure-clean."""
+"""Shared single sources: the model-folder preparation (once, atomic, failure-clean) and the item skip rules."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from meta_rm.model_folder import DONE_MARKER, prepare_folder
+from server.core.items import (
+    SKIP_AMBIGUOUS,
+    SKIP_IDENTICAL,
+    SKIP_MALFORMED,
+    SKIP_SINGLE,
+    SKIP_TIE,
+    SKIP_TOO_LONG,
+    skip_reason,
+)
 
 
 def test_prepares_once_then_reuses(tmp_path: Path) -> None:
@@ -49,3 +59,30 @@ def test_a_rival_that_finishes_first_is_kept(tmp_path: Path) -> None:
     prepare_folder(target, rival_finishes_first)
     assert sorted(p.name for p in target.iterdir()) == [DONE_MARKER, "theirs"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "meta_rule", "accuracy_rule"),
+    [
+        ({"prompt": "q", "responses": ["a"], "label": 7}, None, SKIP_SINGLE),
+        ({"prompt": "q", "responses": ["a", "a"], "label": 0}, None, SKIP_IDENTICAL),
+        ({"prompt": "q", "responses": ["a", "b"], "label": 2}, SKIP_MALFORMED, SKIP_MALFORMED),
+        (
+            {"prompt": [{"role": "assistant", "content": "x"}], "responses": ["a", "b"], "label": 0},
+            SKIP_MALFORMED,
+            SKIP_MALFORMED,
+        ),
+        ({"prompt": "q", "responses": ["a", "b"], "label": None}, SKIP_TIE, SKIP_TIE),
+        (
+            {"prompt": "q", "responses": ["a", "b"], "label": 0, "meta": {"label_ambiguous": True}},
+            SKIP_AMBIGUOUS,
+            SKIP_AMBIGUOUS,
+        ),
+        ({"prompt": "q", "responses": ["a", "bb"], "label": 1}, None, None),
+    ],
+)
+def test_shared_skip_rules(raw: dict[str, Any], meta_rule: str | None, accuracy_rule: str | None) -> None:
+    """One reader, two documented rule sets: Meta RM data keeps single responses; accuracy needs two distinct."""
+    assert skip_reason(raw) == meta_rule
+    assert skip_reason(raw, for_accuracy=True) == accuracy_rule
+    assert skip_reason(raw, 3, for_accuracy=True) == (SKIP_TOO_LONG if accuracy_rule is None else accuracy_rule)
