@@ -36,7 +36,7 @@ def fake_engine(seen: list[dict[str, Any]]) -> openai.AsyncOpenAI:
                                          "choices": choices, "usage": {"prompt_tokens": 10, "completion_tokens": 3 * body["n"], "total_tokens": 0}})  # fmt: skip
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return openai.AsyncOpenAI(base_url="http://engine/v1", api_key="x", http_client=client, max_retries=0)
+    return openai.AsyncOpenAI(base_url="http://engine/v1", api_key="x", http_client=client, max_retries=0)  # type: ignore[arg-type]  # openai types its own httpx alias
 
 
 async def test_direct_path_sends_exactly_the_engine_calls_of_the_server() -> None:

@@ -46,7 +46,7 @@ def position_biased_judge(prompt: str, index: int) -> str:
 
 def write_data(path: Path, n_items: int, n_responses: int = 2) -> Path:
     """A chosen-first set (label 0 everywhere), like HHH or HH-RLHF; two sources."""
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"id": f"q{i}", "source": f"set/{'even' if i % 2 == 0 else 'odd'}", "category": None, "prompt": f"Question {i}?",
          "responses": [f"best answer {i}"] + [f"other answer {i}.{j}" for j in range(1, n_responses)], "label": 0, "meta": {}}
         for i in range(n_items)
@@ -56,7 +56,7 @@ def write_data(path: Path, n_items: int, n_responses: int = 2) -> Path:
     return path
 
 
-def service(meta: ScriptedMetaRM | None = None, **overrides: Any) -> JudgeService:
+def service(meta: ScriptedMetaRM | None = None, /, **overrides: Any) -> JudgeService:
     gen = ScriptedGenerator(judge=position_biased_judge)
     return JudgeService(gen, PromptBuilder(TemplateName.GENERIC), Settings().with_overrides(overrides), meta_rm=meta)
 
@@ -171,7 +171,7 @@ async def test_metarm_rows_when_the_judge_has_a_meta_rm(tmp_path: Path) -> None:
     data = write_data(tmp_path / "pairs.jsonl", 10)
     # The Meta RM trusts higher sample indices; with k_meta = k/2 it keeps the last half of the samples.
     opts = options(data, tmp_path / "m", ks=(1, 2, 4, 8), k_meta=("half", 1))
-    results = await evaluate(ServiceScorer(service(meta=ScriptedMetaRM())), opts, log=lambda _: None)
+    results = await evaluate(ServiceScorer(service(ScriptedMetaRM())), opts, log=lambda _: None)
     names = [r["name"] for r in results["rows"]]
     assert names[-8:-4] == ["metarm@1 (k_meta=1)", "metarm@2 (k_meta=1)", "metarm@4 (k_meta=2)", "metarm@8 (k_meta=4)"]
     assert names[-1] == "metarm_kmeta1@8 (k_meta=1)"

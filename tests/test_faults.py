@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -93,13 +94,15 @@ async def test_overload_gets_429_with_retry_after_and_nothing_is_lost() -> None:
         live(gen, **{"limits.max_concurrent_requests": 8}) as url,
         httpx.AsyncClient(base_url=url, timeout=30) as client,
     ):
-        bodies = [{"query": "q", "responses": ["a" * (1 + i % 9)], "k": 1, "seed": i} for i in range(50)]
+        bodies: list[dict[str, Any]] = [
+            {"query": "q", "responses": ["a" * (1 + i % 9)], "k": 1, "seed": i} for i in range(50)
+        ]
         responses = await asyncio.gather(*(client.post("/score", json=b) for b in bodies))
     statuses = [r.status_code for r in responses]
     assert len(responses) == 50 and set(statuses) <= {200, 429}
     assert 8 <= statuses.count(200) < 50 and statuses.count(429) >= 1
     for body, r in zip(bodies, responses, strict=True):
         if r.status_code == 200:  # every accepted request got its own, correct answer
-            assert r.json()["rewards"] == [len(body["responses"][0])]  # type: ignore[arg-type]
+            assert r.json()["rewards"] == [len(body["responses"][0])]
         else:
             assert r.headers["retry-after"] == "1" and r.json()["error"]["type"] == "rate_limit_exceeded"

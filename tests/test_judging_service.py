@@ -20,7 +20,7 @@ from server.core.types import JudgeRequest
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM, score_by_length, shown_responses
 
 
-def make_service(gen: ScriptedGenerator, meta: ScriptedMetaRM | None = None, **overrides: object) -> JudgeService:
+def make_service(gen: ScriptedGenerator, meta: ScriptedMetaRM | None = None, /, **overrides: object) -> JudgeService:
     settings = Settings().with_overrides(overrides)
     return JudgeService(gen, PromptBuilder(TemplateName.GENERIC), settings, meta_rm=meta)
 
@@ -151,7 +151,9 @@ async def test_meta_rm_keeps_the_top_k_meta() -> None:
     assert result.k_meta == 4  # default k/2 with a Meta RM
     kept = [s for s in result.samples if s.kept]
     assert len(kept) == 4 == result.kept
-    assert min(s.meta_reward for s in kept) >= max(s.meta_reward for s in result.samples if not s.kept)  # type: ignore[type-var]
+    rated = {id(s): s.meta_reward for s in result.samples if s.meta_reward is not None}
+    assert len(rated) == len(result.samples)  # every judgment was rated
+    assert min(rated[id(s)] for s in kept) >= max(rated[id(s)] for s in result.samples if not s.kept)
     assert all(item.responses in {("a", "bb"), ("bb", "a")} for item in meta.seen)
 
 

@@ -181,7 +181,9 @@ async def test_judge_service_keeps_exactly_the_top_k_meta_judgments(hf_meta_rm: 
     rated = sorted((s.meta_reward for s in result.samples if s.meta_reward is not None), reverse=True)
     assert len(rated) == 6
     kept = [s for s in result.samples if s.kept]
-    assert sorted((s.meta_reward for s in kept), reverse=True) == rated[:2]  # the two best-rated vote
+    assert (
+        sorted((s.meta_reward for s in kept if s.meta_reward is not None), reverse=True) == rated[:2]
+    )  # the two best-rated vote
     assert result.rewards == vote([s.scores for s in kept if s.scores], 2).rewards
     default = await service.judge(JudgeRequest(request.messages, request.responses, k=6, seed=4))
     assert (default.k_meta, default.kept) == (3, 3)  # k/2 with a Meta RM loaded
