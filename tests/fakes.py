@@ -87,3 +87,13 @@ class ScriptedMetaRM:
 
     async def close(self) -> None:
         return None
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0, what: str = "condition") -> None:
+    """Wait on state, not time: poll `condition` every 10 ms, failing the test after `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.01)

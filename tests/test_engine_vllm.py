@@ -13,6 +13,7 @@ from server.core.judging import JudgeService
 from server.core.prompts import Message, PromptBuilder, TemplateName
 from server.core.settings import Settings
 from server.core.types import JudgeRequest
+from tests.fakes import wait_until
 
 pytestmark = pytest.mark.engine
 
@@ -33,7 +34,8 @@ async def test_real_engine_judges_k_samples_with_valid_boxes(vllm_generator: VLL
     assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens > 0
     for s in result.samples:
         assert s.scores is not None and len(s.scores) == 3 and all(1 <= x <= 10 for x in s.scores)
-        assert "\\boxed{" in s.text and s.principles and s.critique
+        # The regex guarantees the three sections; their content is the tiny model's (never asserted).
+        assert "\\boxed{" in s.text and "Specific Criteria:" in s.text and "Analysis:" in s.text
     assert sum(result.rewards) == sum(sum(s.scores or ()) for s in result.samples)
     assert all(6 <= r <= 60 for r in result.rewards)
     assert result.model == "smollm2-135m-instruct"
@@ -64,7 +66,8 @@ async def test_cancel_aborts_and_engine_keeps_serving(vllm_generator: VLLMGenera
     task = asyncio.create_task(
         vllm_generator.generate(prompt, SamplingConfig(n=4, temperature=0.5, max_tokens=1024, seed=3), "cancel-me")
     )
-    await asyncio.sleep(1.0)
+    engine = vllm_generator._engine  # the request is in the engine, not still being tokenized
+    await wait_until(lambda: engine.output_processor.get_num_unfinished_requests() > 0, 60, "the engine request")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -15,7 +15,7 @@ import uvicorn
 from server.core.settings import Settings
 from server.http.app import create_app
 from tests.conftest import free_port
-from tests.fakes import ScriptedGenerator
+from tests.fakes import ScriptedGenerator, wait_until
 
 BODY = {"query": "q", "responses": ["a", "bb"], "k": 2, "seed": 1}
 
@@ -26,8 +26,7 @@ async def live(gen: ScriptedGenerator, **overrides: object) -> AsyncIterator[str
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: server.started, 30, "the server to start")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

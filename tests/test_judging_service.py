@@ -17,7 +17,7 @@ from server.core.judging import JudgeService
 from server.core.prompts import Message, PromptBuilder, TemplateName
 from server.core.settings import Settings
 from server.core.types import JudgeRequest
-from tests.fakes import ScriptedGenerator, ScriptedMetaRM, score_by_length, shown_responses
+from tests.fakes import ScriptedGenerator, ScriptedMetaRM, score_by_length, shown_responses, wait_until
 
 
 def make_service(gen: ScriptedGenerator, meta: ScriptedMetaRM | None = None, /, **overrides: object) -> JudgeService:
@@ -122,7 +122,7 @@ async def test_timeout_aborts_engine_calls() -> None:
 async def test_cancellation_propagates_to_engine_calls() -> None:
     gen = ScriptedGenerator(delay_s=5)
     task = asyncio.create_task(make_service(gen).judge(request(k=2)))
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: len(gen.calls) == 2, 5, "both engine calls in flight")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
