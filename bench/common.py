@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import httpx
+from tests.servers import CPU_VLLM_FLAGS as VLLM_FLAGS
+from tests.servers import Background as Server
+from tests.servers import free_port, start_vllm_server
+
+__all__ = ["VLLM_FLAGS", "Server", "free_port"]  # the shared launcher, re-exported for the bench scripts
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SAMPLE_PAIRS = (
@@ -28,12 +29,6 @@ SAMPLE_PAIRS = (
     ("Translate 'bonjour' to English.", "Hello.", "Goodbye."),
     ("What is 7 times 8?", "56", "54"),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def machine() -> dict[str, Any]:
@@ -61,66 +56,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Server:
-    """A server subprocess with its log in a file; `wait()` polls `health_path` until it answers 200."""
-
-    def __init__(
-        self, name: str, cmd: Sequence[str], port: int, env: dict[str, str] | None = None, log_dir: Path | None = None
-    ) -> None:
-        self.name, self.port = name, port
-        self.url = f"http://127.0.0.1:{port}"
-        log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
-        self.log = log_dir / f"bench-{name}-{port}.log"
-        full_env = dict(os.environ, **(env or {}))
-        full_env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
-        self.proc = subprocess.Popen(list(cmd), stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=full_env)
-
-    def wait(self, health_path: str = "/health", timeout_s: float = 600) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + health_path, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"{self.name} not up after {timeout_s} s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def python() -> str:
     return sys.executable
 
 
-# Engine flags for the 2-core CPU host, each for a reason seen here (docs/benchmarks.md):
-# - chunked prefill off: vllm-cpu 0.32 kills its engine when a seeded request gets a partial prefill
-#   ("CPU Generator does not use offset" in gpu_model_runner._bookkeeping_sync); the server always seeds;
-# - 2048 batched tokens (= max model len): whole prompts only, steps no bigger than by default (a
-#   16384-token budget stalled the engine for minutes under a 24-request burst here);
-# - guidance: as the in-process engine (settings: xgrammar compiles each new score regex slowly on CPU);
-# - float32: the CPU has AVX2 but no AVX512-BF16/AMX, so bfloat16 is emulated (about 3x slower here).
-VLLM_FLAGS = (
-    "--enforce-eager", "--max-model-len", "2048", "--no-enable-chunked-prefill", "--max-num-batched-tokens", "2048",
-    "--enable-prompt-tokens-details", "--structured-outputs-config.backend", "guidance", "--dtype", "float32",
-)  # fmt: skip
-
-
 def start_vllm(model: Path, served_name: str) -> Server:
-    """A real vLLM OpenAI-compatible server (`vllm serve` is broken in vllm-cpu), 2 GiB of KV cache."""
-    port = free_port()
-    cmd = [python(), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name", served_name,
-           "--host", "127.0.0.1", "--port", str(port), *VLLM_FLAGS]  # fmt: skip
-    return Server("vllm", cmd, port, env={"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_LOGGING_LEVEL": "WARNING"})
+    """A real vLLM OpenAI-compatible server with the CPU flags (tests/servers.py), 2 GiB of KV cache."""
+    return start_vllm_server(model, served_name, *VLLM_FLAGS, kv_cache_gb=2, name="bench-vllm")
 
 
 def percentile(values: Sequence[float], q: float) -> float:

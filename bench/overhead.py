@@ -85,7 +85,7 @@ class Paths:
         return sum(await asyncio.gather(*(call(j) for j in range(len(groups)))))
 
 
-async def burst(fn: Any, bodies: list[dict[str, Any]]) -> dict[str, float]:
+async def burst(fn: Any, bodies: list[dict[str, Any]]) -> dict[str, Any]:
     """Send all bodies at once; latency of each and the wall time of the whole burst."""
 
     async def timed(body: dict[str, Any]) -> tuple[float, int]:
@@ -99,7 +99,7 @@ async def burst(fn: Any, bodies: list[dict[str, Any]]) -> dict[str, float]:
         "wall_s": time.perf_counter() - t0,
         "latencies": [r[0] for r in results],
         "tokens": sum(r[1] for r in results),
-    }  # type: ignore[dict-item]
+    }
 
 
 async def measure(paths: Paths, k: int, concurrency: int, rounds: int, max_tokens: int, offset: int) -> dict[str, Any]:

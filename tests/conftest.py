@@ -1,14 +1,10 @@
-"""Shared fixtures: the embedded model (prepared once), one in-process vLLM engine per session, and a
-real `vllm.entrypoints.openai.api_server` subprocess started as soon as collection sees a test needing it."""
+"""Shared fixtures: the embedded model (prepared once), one in-process vLLM engine per session, the real
+servers (tests/servers.py) started as soon as collection sees a test needing them, and labelled dev items."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +13,18 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from meta_rm.protocol import MetaRM
 from meta_rm.vllm_common import configure_cpu_environment
 from server.core.embedded import EMBEDDED_NAME, prepare_embedded_model
+from server.core.generators.base import Generator
 from server.core.generators.vllm_local import VLLMGenerator
 from server.core.items import read_jsonl, skip_reason
+from server.core.judging import JudgeService
+from server.core.prompts import PromptBuilder, TemplateName
 from server.core.settings import Settings
+from server.http.app import create_app
+from tests.fakes import ScriptedGenerator
+from tests.servers import Background, start_grm_server, start_vllm_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT.parent / "shared" / "data" / "dev"
@@ -31,65 +34,34 @@ def cache_dir() -> Path:
     return Settings().cache_dir
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def make_service(gen: Generator, meta: MetaRM | None = None, /, **overrides: object) -> JudgeService:
+    """The judging service (generic template) over any generator, a fake or the real engine; settings
+    overridden by dotted keys."""
+    return JudgeService(gen, PromptBuilder(TemplateName.GENERIC), Settings().with_overrides(overrides), meta_rm=meta)
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"{url} not up after {timeout_s} s:\n{log.read_text()[-4000:]}")
-
-
-class Background:
-    """A server subprocess started early; `wait()` blocks until its health route answers."""
-
-    def __init__(self, name: str, cmd: list[str], port: int, env: dict[str, str]) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{name}-{port}.log"
-        full_env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_LOGGING_LEVEL="WARNING", **env)
-        full_env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
-        self.proc = subprocess.Popen(cmd, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=full_env)
-
-    def wait(self) -> str:
-        wait_http(self.url + "/health", self.proc, 420, self.log)
-        return self.url
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+@contextlib.asynccontextmanager
+async def app_client(
+    overrides: dict[str, Any] | None = None, **engines: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """The real app (lifespan run) behind an httpx client on ASGITransport; a scripted generator by default."""
+    engines.setdefault("generator", ScriptedGenerator())
+    app = create_app(Settings().with_overrides(overrides or {}), **engines)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        yield client, app
 
 
 def start_vllm_api_server(model: Path) -> Background:
-    """A real vLLM OpenAI-compatible server serving the embedded model (`vllm serve` is broken in vllm-cpu)."""
-    port = free_port()
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model), "--served-model-name", EMBEDDED_NAME,
-        "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--max-model-len", "4096",
-        "--structured-outputs-config.backend", "guidance",
-    ]  # fmt: skip
-    return Background("vllm-api-server", cmd, port, {})
+    """The real vLLM OpenAI-compatible server the `remote` tests share."""
+    return start_vllm_server(model)
 
 
-def start_grm_server() -> Background:
-    """A live `grm-server serve` on the embedded CPU default."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"]
-    return Background("grm-server", cmd, port, {"GRM_JUDGING__MAX_TOKENS": "192"})
+def start_live_grm_server() -> Background:
+    """The live `grm-server serve` on the embedded CPU default that the `live` tests share."""
+    return start_grm_server(env={"GRM_JUDGING__MAX_TOKENS": "192"})
 
 
 _SERVERS = pytest.StashKey[dict[str, Background]]()
@@ -102,7 +74,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         servers["remote"] = start_vllm_api_server(prepare_embedded_model(cache_dir()))
     if any(item.get_closest_marker("live") for item in items):
         prepare_embedded_model(cache_dir())
-        servers["live"] = start_grm_server()
+        servers["live"] = start_live_grm_server()
     config.stash[_SERVERS] = servers
 
 

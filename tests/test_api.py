@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,27 +14,18 @@ from fastapi import FastAPI
 
 from server.core.settings import Settings
 from server.http.app import create_app
+from tests.conftest import app_client
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM
 
 
 @pytest_asyncio.fixture
 async def app_factory() -> AsyncIterator[Any]:
-    stack: list[Any] = []
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def make(overrides: dict[str, Any] | None = None, **kw: Any) -> tuple[httpx.AsyncClient, FastAPI]:
-        app = create_app(
-            Settings().with_overrides(overrides or {}), generator=kw.pop("generator", ScriptedGenerator()), **kw
-        )
-        ctx = app.router.lifespan_context(app)
-        await ctx.__aenter__()
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-        stack.append((ctx, client))
-        return client, app
+        async def make(overrides: dict[str, Any] | None = None, **kw: Any) -> tuple[httpx.AsyncClient, FastAPI]:
+            return await stack.enter_async_context(app_client(overrides, **kw))
 
-    yield make
-    for ctx, client in stack:
-        await client.aclose()
-        await ctx.__aexit__(None, None, None)
+        yield make
 
 
 def assert_error(r: httpx.Response, status: int, param: str | None = None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from server.core.judging import plan_request
 from server.core.prompts import Message
 from server.core.settings import Settings
 from server.core.types import JudgeRequest
-from server.http.app import create_app
+from tests.conftest import app_client
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM
 
 ROUTES = ["/score", "/score/batch", "/v1/score", "/get_reward", "/v1/chat/completions"]
@@ -31,12 +31,7 @@ ROUTES = ["/score", "/score/batch", "/v1/score", "/get_reward", "/v1/chat/comple
 
 @contextlib.asynccontextmanager
 async def client_for(overrides: dict[str, Any] | None = None, **engines: Any) -> AsyncIterator[httpx.AsyncClient]:
-    engines.setdefault("generator", ScriptedGenerator())
-    app = create_app(Settings().with_overrides(overrides or {}), **engines)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
-    ):
+    async with app_client(overrides, **engines) as (client, _):
         yield client
 
 

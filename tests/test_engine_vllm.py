@@ -11,8 +11,8 @@ from server.core.generators.base import SamplingConfig
 from server.core.generators.vllm_local import VLLMGenerator
 from server.core.judging import JudgeService
 from server.core.prompts import Message, PromptBuilder, TemplateName
-from server.core.settings import Settings
 from server.core.types import JudgeRequest
+from tests.conftest import make_service
 from tests.fakes import wait_until
 
 pytestmark = pytest.mark.engine
@@ -22,8 +22,7 @@ RESPONSES = ("The capital of Japan is Tokyo.", "The capital of Japan is Osaka.",
 
 
 def service(gen: VLLMGenerator, **overrides: object) -> JudgeService:
-    settings = Settings().with_overrides({"judging.max_tokens": 160, **overrides})
-    return JudgeService(gen, PromptBuilder(TemplateName.GENERIC), settings)
+    return make_service(gen, **{"judging.max_tokens": 160, **overrides})
 
 
 async def test_real_engine_judges_k_samples_with_valid_boxes(vllm_generator: VLLMGenerator) -> None:

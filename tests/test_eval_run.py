@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 
 from server.cli import app as cli_app
 from server.core.judging import JudgeService
-from server.core.prompts import PromptBuilder, TemplateName
 from server.core.settings import Settings
 from server.evaluation.evaluate import EvalOptions, evaluate
 from server.evaluation.runner import (
@@ -30,8 +29,9 @@ from server.evaluation.runner import (
 )
 from server.evaluation.scorers import HTTPScorer, ScoreFailure, Scorer, ScorerInfo, ServiceScorer
 from server.http.app import create_app
-from tests.conftest import free_port
+from tests.conftest import make_service
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM, shown_responses
+from tests.servers import free_port
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -57,8 +57,7 @@ def write_data(path: Path, n_items: int, n_responses: int = 2) -> Path:
 
 
 def service(meta: ScriptedMetaRM | None = None, /, **overrides: Any) -> JudgeService:
-    gen = ScriptedGenerator(judge=position_biased_judge)
-    return JudgeService(gen, PromptBuilder(TemplateName.GENERIC), Settings().with_overrides(overrides), meta_rm=meta)
+    return make_service(ScriptedGenerator(judge=position_biased_judge), meta, **overrides)
 
 
 def options(data: Path, out: Path, **kw: Any) -> EvalOptions:

@@ -14,8 +14,8 @@ import uvicorn
 
 from server.core.settings import Settings
 from server.http.app import create_app
-from tests.conftest import free_port
 from tests.fakes import ScriptedGenerator, wait_until
+from tests.servers import free_port
 
 BODY = {"query": "q", "responses": ["a", "bb"], "k": 2, "seed": 1}
 

@@ -13,16 +13,10 @@ from server.core.errors import (
     OverloadedError,
     RequestTimeoutError,
 )
-from server.core.judging import JudgeService
-from server.core.prompts import Message, PromptBuilder, TemplateName
-from server.core.settings import Settings
+from server.core.prompts import Message
 from server.core.types import JudgeRequest
+from tests.conftest import make_service
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM, score_by_length, shown_responses, wait_until
-
-
-def make_service(gen: ScriptedGenerator, meta: ScriptedMetaRM | None = None, /, **overrides: object) -> JudgeService:
-    settings = Settings().with_overrides(overrides)
-    return JudgeService(gen, PromptBuilder(TemplateName.GENERIC), settings, meta_rm=meta)
 
 
 def request(responses: tuple[str, ...] = ("a", "bbbbb", "ccc"), **kw: object) -> JudgeRequest:

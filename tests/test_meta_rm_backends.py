@@ -3,10 +3,6 @@ judging service's top-k_meta selection, vLLM pooling in-process, and a real vLLM
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -28,8 +24,9 @@ from server.core.judging import JudgeService
 from server.core.prompts import Message, PromptBuilder, TemplateName
 from server.core.settings import Settings
 from server.core.types import JudgeRequest
-from tests.conftest import cache_dir, free_port
+from tests.conftest import cache_dir
 from tests.fakes import ScriptedGenerator, shown_responses
+from tests.servers import Background, free_port, start_vllm_server
 from voting import vote
 
 INPUTS = [
@@ -53,7 +50,7 @@ def meta_rm_folder(embedded_model: Path, request: pytest.FixtureRequest) -> Iter
     """The embedded Meta RM folder; starts the pooling server now if a selected test needs it."""
     folder = prepare_embedded_meta_rm(embedded_model, cache_dir())
     if any(item.get_closest_marker("meta_remote") for item in request.session.items):
-        request.config.stash[_POOL] = PoolingServer(folder)
+        request.config.stash[_POOL] = start_pooling_server(folder)
     yield folder
     server = request.config.stash.get(_POOL, None)
     if server is not None:
@@ -211,46 +208,15 @@ async def test_vllm_in_process_pooling_scores_like_transformers(meta_rm_folder: 
         await rm.check_ready()
 
 
-_POOL = pytest.StashKey["PoolingServer"]()
+_POOL = pytest.StashKey[Background]()
 
 
-class PoolingServer:
-    """`python -m vllm.entrypoints.openai.api_server --runner pooling` serving the embedded Meta RM."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"meta-rm-pooling-{self.port}.log"
-        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_LOGGING_LEVEL="WARNING")
-        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
-        cmd = [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
-            "--served-model-name", EMBEDDED_META_RM_NAME, "--runner", "pooling", "--dtype", "float32",
-            "--host", "127.0.0.1", "--port", str(self.port), "--enforce-eager", "--max-model-len", "2048",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=env)
-
-    def wait(self, timeout_s: float = 420) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"pooling server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
-                )
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return self.url
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise RuntimeError(f"pooling server not up after {timeout_s} s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+def start_pooling_server(folder: Path) -> Background:
+    """A real vLLM pooling server (`--runner pooling`) serving the embedded Meta RM."""
+    return start_vllm_server(
+        folder, EMBEDDED_META_RM_NAME, "--runner", "pooling", "--dtype", "float32",
+        "--enforce-eager", "--max-model-len", "2048", name="meta-rm-pooling",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="session")

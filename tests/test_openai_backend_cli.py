@@ -15,7 +15,7 @@ from server.core.judging import JudgeService
 from server.core.prompts import Message, PromptBuilder, TemplateName
 from server.core.settings import Settings
 from server.core.types import JudgeRequest
-from tests.conftest import free_port
+from tests.servers import free_port
 
 QUERY = (Message("user", "Name a primary colour."),)
 RESPONSES = ("Red is a primary colour.", "Green grass.")
