@@ -119,17 +119,22 @@ class ThreadServer:
 
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
-        app = create_app(settings, generator=ScriptedGenerator(), meta_rm=ScriptedMetaRM())
+        self.generator = ScriptedGenerator()
+        app = create_app(settings, generator=self.generator, meta_rm=ScriptedMetaRM())
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> str:
+    def __enter__(self) -> ThreadServer:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
             assert time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.05)
+        return self
+
+    @property
+    def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def __exit__(self, *exc: object) -> None:
@@ -138,9 +143,9 @@ class ThreadServer:
 
 
 @pytest.fixture(scope="module")
-def scripted_url() -> Iterator[str]:
-    with ThreadServer(Settings().with_overrides({"server.api_keys": [KEY]})) as url:
-        yield url
+def scripted() -> Iterator[ThreadServer]:
+    with ThreadServer(Settings().with_overrides({"server.api_keys": [KEY]})) as server:
+        yield server
 
 
 def wait(driver: WebDriver, condition: Any, timeout: float = 30) -> Any:
@@ -274,8 +279,8 @@ def test_an_invalid_request_shows_the_api_error(browser: WebDriver, live_url: st
 
 
 @pytest.mark.browser
-def test_the_api_key_field_and_a_401(browser: WebDriver, scripted_url: str) -> None:
-    open_page(browser, scripted_url)
+def test_the_api_key_field_and_a_401(browser: WebDriver, scripted: ThreadServer) -> None:
+    open_page(browser, scripted.url)
     fill_form(browser, "Which is longer?", ["a", "bbbb"], {"k": "2", "seed": "3"})  # no key yet
     assert submit_and_wait(browser, 60) == "error"
     text = browser.find_element(By.ID, "score-error").text
@@ -299,6 +304,65 @@ def test_the_api_key_field_and_a_401(browser: WebDriver, scripted_url: str) -> N
     assert submit_and_wait(browser, 60) == "result"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#score-result .card .tag.kept")) == 2  # plain voting
     assert "tied with" in browser.find_element(By.ID, "result-heading").text
+
+
+@pytest.mark.browser
+def test_a_conversation_and_cancel(browser: WebDriver, scripted: ThreadServer) -> None:
+    """Turns with roles go out as `messages`; Cancel aborts the request and the server cancels its engine work."""
+    open_page(browser, scripted.url)
+    fill(browser.find_element(By.ID, "p-key"), KEY)
+    fill_form(browser, "Answer in one word.", ["a", "bbbb"], {"k": "2", "seed": "1"})
+    Select(browser.find_element(By.CSS_SELECTOR, "#turns select.role")).select_by_value("system")
+    browser.find_element(By.ID, "add-turn").click()
+    assert browser.switch_to.active_element == browser.find_elements(By.CSS_SELECTOR, "#turns textarea")[1]
+    browser.switch_to.active_element.send_keys("Which is longer?")
+    assert submit_and_wait(browser, 60) == "result"
+    prompt = scripted.generator.calls[-1][0]
+    assert "System: Answer in one word." in prompt and "User: Which is longer?" in prompt
+
+    scripted.generator.delay_s = 30
+    try:
+        before = scripted.generator.cancelled
+        browser.find_element(By.ID, "submit").click()
+        cancel = browser.find_element(By.ID, "cancel")
+        wait(browser, lambda d: cancel.is_displayed() and "Scoring" in d.find_element(By.ID, "status").text, 10)
+        cancel.click()
+        box = browser.find_element(By.ID, "score-error")
+        wait(browser, lambda d: box.is_displayed(), 10)
+        assert "cancelled" in box.text
+        wait(browser, lambda d: scripted.generator.cancelled > before, 10)  # the server aborted the engine call
+    finally:
+        scripted.generator.delay_s = 0
+
+
+@pytest.mark.browser
+def test_a_card_shows_completion_fields_when_present_and_model_text_as_text(
+    browser: WebDriver, scripted: ThreadServer
+) -> None:
+    """`completed` / `finish_reason` (when a server reports them) and a parse error; markup stays text."""
+    open_page(browser, scripted.url)
+    sample = {
+        "scores": None, "order": [1, 0], "meta_reward": None, "kept": False, "text": XSS, "principles": XSS,
+        "critique": "<script>window.__xss=2</script>", "error": "no \\boxed{...}", "completed": False,
+        "finish_reason": "length",
+    }  # fmt: skip
+    card = browser.execute_script("const c = renderCard(arguments[0], 0); document.body.append(c); return c;", sample)
+    tags = [t.text for t in card.find_elements(By.CSS_SELECTOR, ".tag")]
+    assert tags == ["dropped", "unparseable", "cut off", "finish: length"]
+    assert "parse error: no \\boxed{...}" in card.text and XSS in card.text
+    assert not card.find_elements(By.CSS_SELECTOR, "img, b, script")
+    assert browser.execute_script("return window.__xss") is None
+    done = browser.execute_script(
+        "const c = renderCard(arguments[0], 1); document.body.append(c); return c;",
+        {**sample, "scores": [3, 9], "kept": True, "error": None, "completed": True, "finish_reason": "stop"},
+    )
+    assert [t.text for t in done.find_elements(By.CSS_SELECTOR, ".tag")] == [
+        "kept",
+        "valid",
+        "completed",
+        "finish: stop",
+    ]
+    assert [c.text for c in done.find_elements(By.CSS_SELECTOR, "td.score")] == ["3", "9"]
 
 
 def biased_judge(prompt: str, index: int) -> str:
@@ -349,11 +413,11 @@ def listed(driver: WebDriver) -> list[tuple[str, str]]:
 
 
 @pytest.mark.browser
-def test_an_evaluation_run_loads_wrong_items_first(browser: WebDriver, scripted_url: str, eval_run: Path) -> None:
+def test_an_evaluation_run_loads_wrong_items_first(browser: WebDriver, scripted: ThreadServer, eval_run: Path) -> None:
     records = load_records(eval_run)
     assert all(r["sampled"]["k_meta"] == 2 for r in records)  # k_max = 4, the Meta RM keeps half
     rank = {"wrong": 0, "tie": 1, "right": 2}
-    open_page(browser, scripted_url)
+    open_page(browser, scripted.url)
     browser.find_element(By.ID, "tab-eval").click()
     browser.find_element(By.ID, "eval-file").send_keys(str(eval_run))
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#eval-items .item-button"))
@@ -394,10 +458,10 @@ def test_an_evaluation_run_loads_wrong_items_first(browser: WebDriver, scripted_
 
 
 @pytest.mark.browser
-def test_a_non_record_file_is_refused_plainly(browser: WebDriver, scripted_url: str, tmp_path: Path) -> None:
+def test_a_non_record_file_is_refused_plainly(browser: WebDriver, scripted: ThreadServer, tmp_path: Path) -> None:
     bogus = tmp_path / "items.jsonl"
     bogus.write_text(json.dumps({"hello": "world"}) + "\nnot json\n", encoding="utf-8")
-    open_page(browser, scripted_url)
+    open_page(browser, scripted.url)
     browser.find_element(By.ID, "tab-eval").click()
     browser.find_element(By.ID, "eval-file").send_keys(str(bogus))
     box = browser.find_element(By.ID, "eval-error")
