@@ -168,6 +168,7 @@ def fill_form(driver: WebDriver, query: str, responses: list[str], params: dict[
     while len(areas) > len(responses):
         driver.find_elements(By.CSS_SELECTOR, "#responses .remove")[-1].click()
         areas = driver.find_elements(By.CSS_SELECTOR, "#responses textarea")
+        assert driver.switch_to.active_element == areas[-1]  # the focus stays in the list
     while len(areas) < len(responses):
         driver.find_element(By.ID, "add-response").click()
         areas = driver.find_elements(By.CSS_SELECTOR, "#responses textarea")

@@ -220,6 +220,15 @@ function renumber(list, noun) {
   });
 }
 
+/** Remove a row and keep the keyboard focus nearby (the previous row's text, else the next, else Add). */
+function removeRow(li, noun, addId) {
+  const list = li.parentElement;
+  const near = li.previousElementSibling || li.nextElementSibling;
+  li.remove();
+  renumber(list, noun);
+  (near ? near.querySelector("textarea") : $(addId)).focus();
+}
+
 function addTurn(role = "user", content = "") {
   const list = $("turns");
   const id = `turn-${Date.now()}-${Math.random().toString(36).slice(2, 7)}`;
@@ -233,7 +242,7 @@ function addTurn(role = "user", content = "") {
     el("div", { class: "row-head" },
       el("label", { for: `${id}-text`, class: "row-name" }),
       el("label", { class: "role-label", for: `${id}-role`, text: "role" }), select,
-      el("button", { type: "button", class: "remove", onclick: () => { li.remove(); renumber(list, "Turn"); } }, "Remove")),
+      el("button", { type: "button", class: "remove", onclick: () => removeRow(li, "Turn", "add-turn") }, "Remove")),
     area,
   );
   list.append(li);
@@ -251,7 +260,7 @@ function addResponse(content = "") {
     {},
     el("div", { class: "row-head" },
       el("label", { for: id, class: "row-name" }),
-      el("button", { type: "button", class: "remove", onclick: () => { li.remove(); renumber(list, "Response"); } }, "Remove")),
+      el("button", { type: "button", class: "remove", onclick: () => removeRow(li, "Response", "add-response") }, "Remove")),
     area,
   );
   list.append(li);
