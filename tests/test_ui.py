@@ -39,6 +39,7 @@ from server.evaluation.runner import ITEMS_FILE, load_records
 from server.evaluation.scorers import ServiceScorer
 from server.evaluation.sweep import Judgment, metarm_rewards, voting_rewards
 from server.http.app import create_app
+from server.http.routes import ui
 from tests.conftest import ROOT, free_port
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM, shown_responses
 
@@ -60,13 +61,15 @@ async def test_ui_assets_are_served_offline_and_public_while_the_api_needs_the_k
             csp = page.headers["content-security-policy"]
             assert "script-src 'self'" in csp and "connect-src 'self'" in csp and "unsafe-inline" not in csp
             assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
-            assert sorted(assets) == ["ui/app.css", "ui/app.js"]  # relative, served here: no CDN
-            for path, kind in (("/ui/app.js", "text/javascript"), ("/ui/app.css", "text/css")):
-                r = await client.get(path)
+            assert sorted(assets) == sorted(f"ui/{name}" for name in ui.ASSETS)  # relative, served here: no CDN
+            static = {p.name for p in (ROOT / "server" / "http" / "static").iterdir()} - {"index.html"}
+            assert static == set(ui.ASSETS)  # every shipped file is served, nothing else is
+            for name, kind in ui.ASSETS.items():
+                r = await client.get(f"/ui/{name}")
                 assert r.status_code == 200 and r.headers["content-type"].startswith(kind)
-                assert not re.search(r"https?://", r.text), f"{path} references an external URL"
-            js = (await client.get("/ui/app.js")).text
-            assert not re.search(r"\.(inner|outer)HTML\b|insertAdjacentHTML|document\.write|\beval\(", js)
+                assert r.headers["content-security-policy"] == csp
+                assert not re.search(r"https?://", r.text), f"{name} references an external URL"
+                assert not re.search(r"\.(inner|outer)HTML\b|insertAdjacentHTML|document\.write|\beval\(", r.text)
             assert (await client.get("/ui/", follow_redirects=True)).url.path == "/ui"
             assert (await client.post("/score", json={"query": "q", "responses": ["a"]})).status_code == 401
             assert (await client.get("/ui/nope.js")).json()["error"]["type"] == "not_found_error"

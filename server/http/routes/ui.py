@@ -8,8 +8,18 @@ from importlib.resources import files
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 
+from server.core.errors import NotFoundError
+
 router = APIRouter(include_in_schema=False)
 
+# The files under server/http/static/ the page loads (index.html is /ui itself); nothing else is served.
+ASSETS = {
+    "app.css": "text/css",
+    "common.js": "text/javascript",
+    "score.js": "text/javascript",
+    "runs.js": "text/javascript",
+    "app.js": "text/javascript",
+}
 # The shell is public (it holds no data); every call it makes goes to the API, which enforces the API keys.
 # The CSP allows only this server's own script, style and fetch targets: no inline script, no CDN.
 HEADERS = {
@@ -28,13 +38,9 @@ def _read(name: str) -> bytes:
     return (files("server.http") / "static" / name).read_bytes()
 
 
-def _asset(name: str, media_type: str) -> Response:
-    return Response(_read(name), media_type=media_type, headers=HEADERS)
-
-
 @router.get("/ui")
 async def page() -> Response:
-    return _asset("index.html", "text/html")
+    return Response(_read("index.html"), media_type="text/html", headers=HEADERS)
 
 
 @router.get("/ui/")
@@ -42,11 +48,9 @@ async def page_slash() -> Response:
     return RedirectResponse("../ui", status_code=308)
 
 
-@router.get("/ui/app.css")
-async def stylesheet() -> Response:
-    return _asset("app.css", "text/css")
-
-
-@router.get("/ui/app.js")
-async def script() -> Response:
-    return _asset("app.js", "text/javascript")
+@router.get("/ui/{name}")
+async def asset(name: str) -> Response:
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        raise NotFoundError(f"no such file of the /ui page: {name!r}")
+    return Response(_read(name), media_type=media_type, headers=HEADERS)
