@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +155,13 @@ def load_items(name: str, limit: int) -> list[dict[str, Any]]:
     usable = [i for i in read_jsonl(path) if skip_reason(i) is None]  # the shared reader's rules
     usable.sort(key=lambda i: len(json.dumps(i["prompt"])) + sum(len(r) for r in i["responses"]))
     return usable[:limit]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium (Debian's, through /usr/bin/chromedriver; apt-installed when missing) per session."""
+    from tests.browser import start_browser  # selenium is imported only by the browser tests
+
+    driver = start_browser()
+    yield driver
+    driver.quit()
