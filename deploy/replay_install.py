@@ -192,6 +192,7 @@ for package in ("server", "meta_rm", "voting"):
     assert (lib / package / "__init__.py").is_file(), f"{package} not installed"
 templates = sorted(p.name for p in (lib / "server" / "core" / "templates").glob("*.txt"))
 assert templates, "prompt templates (package data) not installed"
+assert (lib / "server" / "http" / "static" / "index.html").is_file(), "the /ui page (package data) not installed"
 assert (pathlib.Path(sysconfig.get_paths()["scripts"]) / "grm-server").is_file(), "no grm-server script"
 print("verified: grm-server", importlib.metadata.version("grm-server"), "with templates", templates)
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +127,13 @@ def load_items(name: str, limit: int) -> list[dict[str, Any]]:
     usable = [i for i in read_jsonl(path) if skip_reason(i) is None]  # the shared reader's rules
     usable.sort(key=lambda i: len(json.dumps(i["prompt"])) + sum(len(r) for r in i["responses"]))
     return usable[:limit]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium (Debian's, through /usr/bin/chromedriver; apt-installed when missing) per session."""
+    from tests.browser import start_browser  # selenium is imported only by the browser tests
+
+    driver = start_browser()
+    yield driver
+    driver.quit()

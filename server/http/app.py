@@ -15,7 +15,7 @@ from server.core.errors import GRMError
 from server.core.generators.base import Generator
 from server.core.settings import Settings
 from server.http.metrics import Metrics
-from server.http.routes import compat, native, ops
+from server.http.routes import compat, native, ops, ui
 from server.http.routes.edge import EdgeMiddleware, install_error_handlers
 from server.http.serving import Runtime, Serving
 
@@ -57,6 +57,7 @@ def create_app(settings: Settings, generator: Generator | None = None, meta_rm: 
     app.include_router(native.router)
     app.include_router(compat.router)
     app.include_router(ops.router)
+    app.include_router(ui.router)
     app.openapi = _without_422(app)  # type: ignore[method-assign]
     return app
 
