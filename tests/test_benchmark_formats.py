@@ -164,3 +164,18 @@ def test_native_judgebench_file_end_to_end_on_the_live_server(live_url: str, tmp
         both = entry["both_orders"]
         assert both["accuracy"] + both["inconsistent"] <= 100.0 and both["pairs"] <= 2
         assert 0.0 <= entry["position_consistency"] <= 100.0
+
+
+def test_parquet_files_read_like_json(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(line) for line in (DATA / "rewardbench2.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.pop("additional_metadata")  # an empty struct has no parquet type
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "test-00000-of-00001.parquet")
+    items, found = load_items(tmp_path / "test-00000-of-00001.parquet")
+    assert found == "rewardbench2" and items == load_items(DATA / "rewardbench2.jsonl")[0]
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(FormatError, match="broken.parquet: not a readable parquet file"):
+        load_items(tmp_path / "broken.parquet")
