@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 # rewardbench/constants.py: subset sizes used as weights (math-prm upweighted to equal code, as upstream).
 EXAMPLE_COUNTS = {
@@ -60,7 +60,7 @@ def ties_prompt_stats(rewards: Sequence[float], num_correct: int) -> tuple[bool,
     return gap > 0, spread, gap
 
 
-def ties_score(prompts: dict[str, tuple[Sequence[float], int]]) -> float | None:
+def ties_score(prompts: Mapping[str, tuple[Sequence[float], int]]) -> float | None:
     """RewardBench 2 Ties: ids `ref:N` / `tied:N`; 0.3 tied acc + 0.3 ref acc + 0.2 + 0.2 margin terms (+0.01)."""
     ref: dict[str, tuple[bool, float | None, float]] = {}
     tied: dict[str, tuple[bool, float | None, float]] = {}
