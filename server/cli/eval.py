@@ -1,4 +1,4 @@
-"""The `grm-server eval` command: accuracy vs k of the judge on labelled data (normalized JSONL)."""
+"""The `grm-server eval` command: accuracy vs k and each benchmark's official scores on labelled data."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import typer
 
 from server.cli.common import MetaRMOption, cli_errors, fail, load_settings, meta_rm_overrides
 from server.core.settings import Backend, Settings
+from server.evaluation.benchmarks.paper import format_official, format_paper_table
 from server.evaluation.evaluate import EvalOptions, evaluate, parse_k_meta, parse_ks
+from server.evaluation.formats import FORMATS, FormatError, accepted, load_items
 from server.evaluation.report import format_table
 from server.evaluation.runner import EvalInterrupted, RunMismatch
 from server.evaluation.scorers import HTTPScorer, ScoreFailure, ServiceScorer
@@ -21,8 +23,18 @@ from voting.orders import OrderStrategy
 
 def eval_command(
     data: Annotated[
-        list[Path], typer.Argument(help="normalized JSONL file(s) of labelled items", exists=True, dir_okay=False)
+        list[Path],
+        typer.Argument(
+            help="benchmark files as published (json, jsonl, parquet) or normalized JSONL, or Hugging Face dataset names"
+        ),
     ],
+    data_format: Annotated[
+        str | None,
+        typer.Option("--format", help=f"force the format of every file (default: detected); one of: {accepted()}"),
+    ] = None,
+    paper_table: Annotated[
+        bool, typer.Option("--paper-table", help="also print RewardBench / PPE-P / PPE-C / RMB beside the paper's")
+    ] = False,
     k: Annotated[
         str, typer.Option("--k", help="comma-separated k values; the largest is sampled once per item")
     ] = "1,2,4,8",
@@ -96,14 +108,26 @@ def eval_command(
                 order_strategy=order_strategy or settings.judging.order_strategy,
                 resamples=resamples,
                 progress=progress,
+                data_format=data_format,
             )
+            if data_format is not None and data_format not in FORMATS:
+                raise ValueError(f"--format must be one of: {accepted()}")
         except ValueError as exc:
             fail(f"invalid option: {exc}")
+        try:
+            for path in options.data:  # before any engine starts: a bad file ends here, exit 2
+                load_items(path, data_format)
+        except FormatError as exc:
+            fail(f"cannot read {exc}\naccepted formats: {accepted()}")
         results = asyncio.run(_run(options, settings, url, api_key))
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return
     typer.echo(format_table(results))
+    if results["official"]:
+        typer.echo(format_official(results["official"]))
+    if paper_table:
+        typer.echo(format_paper_table(results["official"], max(options.ks)))
     typer.echo(
         f"{results['items']['evaluated']} items evaluated of {results['items']['selected']} selected; results in {out}/"
     )
@@ -121,6 +145,8 @@ async def _run(options: EvalOptions, settings: Settings, url: str | None, api_ke
 
         async with open_service(settings) as service:
             return await evaluate(ServiceScorer(service), options, log=log)
+    except FormatError as exc:
+        fail(f"cannot read {exc}\naccepted formats: {accepted()}")
     except RunMismatch as exc:
         fail(str(exc), 2)
     except ScoreFailure as exc:

@@ -1,4 +1,4 @@
-"""Evaluation items from the normalized JSONL format: filtering, seeded selection and seeded response order."""
+"""Evaluation items (any published format, read by formats/): filtering, seeded selection and response order."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from server.core import items as shared_items
-from server.core.items import read_jsonl
+from server.evaluation.formats import load_items
 from voting import derive_seed
 
 
@@ -48,6 +48,8 @@ class Selection:
     items: list[EvalItem] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
     available: dict[str, int] = field(default_factory=dict)
+    formats: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def skip_reason(raw: dict[str, Any], max_chars: int | None) -> str | None:
@@ -79,12 +81,15 @@ def to_item(raw: dict[str, Any], file: str, run_seed: int) -> EvalItem:
     )
 
 
-def select_items(paths: Sequence[Path], *, limit: int | None, seed: int, max_chars: int | None = None) -> Selection:
-    """Usable items of each file; with `limit`, a seeded sample of at most that many per file (in file order)."""
+def select_items(
+    paths: Sequence[Path], *, limit: int | None, seed: int, max_chars: int | None = None, fmt: str | None = None
+) -> Selection:
+    """Usable items of each file (any published format, see formats/); with `limit`, a seeded sample per file."""
     selection = Selection()
     for path in paths:
         usable = []
-        for raw in read_jsonl(path):
+        raws, selection.formats[path.name] = load_items(path, fmt)
+        for raw in raws:
             reason = skip_reason(raw, max_chars)
             if reason is None:
                 usable.append(raw)
@@ -98,6 +103,7 @@ def select_items(paths: Sequence[Path], *, limit: int | None, seed: int, max_cha
             keep = set(ranked[:limit])
             usable = [raw for i, raw in enumerate(usable) if i in keep]
         selection.items.extend(to_item(raw, path.name, seed) for raw in usable)
+        selection.meta.update((f"{path.name}:{raw['id']}", raw.get("meta") or {}) for raw in usable)
     keys = Counter(item.key for item in selection.items)
     duplicated = [key for key, count in keys.items() if count > 1]
     if duplicated:

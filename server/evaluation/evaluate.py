@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server.evaluation.benchmarks.official import official_scores
 from server.evaluation.data import select_items
 from server.evaluation.plot import plot_accuracy
 from server.evaluation.report import ReportSpec, build_results
@@ -38,6 +39,7 @@ class EvalOptions:
     order_strategy: OrderStrategy = OrderStrategy.ROTATE
     resamples: int = 1000
     progress: bool = True
+    data_format: str | None = None
 
 
 def parse_ks(text: str) -> tuple[int, ...]:
@@ -69,7 +71,9 @@ def parse_k_meta(text: str) -> tuple[str | int, ...]:
 async def evaluate(scorer: Scorer, options: EvalOptions, *, log: Any = print) -> dict[str, Any]:
     """Judge what items.jsonl lacks, then rebuild results.json and the plot from all selected records."""
     started = time.perf_counter()
-    selection = select_items(options.data, limit=options.limit, seed=options.seed, max_chars=options.max_chars)
+    selection = select_items(
+        options.data, limit=options.limit, seed=options.seed, max_chars=options.max_chars, fmt=options.data_format
+    )
     info = await scorer.info()
     k_max = max(options.ks)
     asked_meta = options.k_meta is not None and len(options.k_meta) > 0
@@ -109,7 +113,9 @@ async def evaluate(scorer: Scorer, options: EvalOptions, *, log: Any = print) ->
         "bootstrap_resamples": options.resamples,
         "sweep": "k_max samples per item, Voting@k / MetaRM@k from order-matched subsets (server/evaluation/sweep.py)",
     }
+    results["official"] = official_scores(selected, selection.meta, k_meta=spec.request_k_meta)
     results["items"].update(
+        formats=selection.formats,
         selected=len(selection.items),
         available_per_file=selection.available,
         skipped=dict(sorted(selection.skipped.items())),
