@@ -23,9 +23,10 @@ from server.core.errors import (
 from server.core.generators.base import Generation, Generator, SamplingConfig
 from server.core.prompts import PromptBuilder, render_conversation
 from server.core.settings import Settings
-from server.core.types import JudgeRequest, JudgeResult, Sample, Usage
+from server.core.types import JudgeRequest, JudgeResult, Neutralizations, Sample, Usage
 from voting import derive_seed, map_to_caller, parse_scores, pick_best, plan_orders, select_top, split_judgment, vote
 from voting.orders import OrderGroup
+from voting.sanitize import scan
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +220,7 @@ class JudgeService:
             seed=plan.seed,
             usage=usage,
             samples=tuple(samples),
+            neutralized=count_neutralized(req),
         )
         if self.observer is not None:
             self.observer.judged(result)
@@ -271,6 +273,24 @@ class JudgeService:
         chosen = {valid[i] for i in select_top(rewards, k_meta)}
         meta = dict(zip(valid, rewards, strict=True))
         return [replace(s, kept=i in chosen, meta_reward=meta.get(i)) for i, s in enumerate(samples)]
+
+
+def count_neutralized(req: JudgeRequest) -> Neutralizations:
+    """What the prompt rendering rewrites in this request's texts (it calls the same `neutralize`)."""
+    by_kind: dict[tuple[str, str], int] = {}
+    per_text = []
+    for source, texts in (("conversation", [m.content for m in req.messages]), ("response", req.responses)):
+        counts = []
+        for text in texts:
+            found = scan(text)
+            counts.append(found.total)
+            for kind, n in found.counts.items():
+                by_kind[source, kind.value] = by_kind.get((source, kind.value), 0) + n
+        per_text.append(counts)
+    conversation, responses = per_text
+    return Neutralizations(
+        tuple(responses), sum(conversation), tuple((src, kind, n) for (src, kind), n in sorted(by_kind.items()))
+    )
 
 
 def _parse(group: OrderGroup, gen: Generation, n: int) -> list[Sample]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from voting import render_responses
+from voting.sanitize import neutralize
 
 _PLACEHOLDER = re.compile(r"\{(conversation|responses|n)\}")
 _ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -41,8 +42,9 @@ def resolve_template(name: TemplateName, model: str) -> TemplateName:
 
 
 def render_conversation(messages: Sequence[Message]) -> str:
-    """Label each turn with its role; the last turn is the user's query."""
-    return "\n\n".join(f"{_ROLE_LABELS.get(m.role, m.role.capitalize())}: {m.content}" for m in messages)
+    """Label each turn with its role; the last turn is the user's query. Turn texts are neutralized
+    (voting.sanitize), so they cannot forge turns, blocks or chat tokens."""
+    return "\n\n".join(f"{_ROLE_LABELS.get(m.role, m.role.capitalize())}: {neutralize(m.content)}" for m in messages)
 
 
 class PromptBuilder:

@@ -62,6 +62,16 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class Neutralizations:
+    """Look-alikes of prompt structure rewritten in the caller's texts (voting.sanitize): per response in
+    the caller's order, in the whole conversation, and (source, kind, count) for the metrics."""
+
+    responses: tuple[int, ...] = ()
+    conversation: int = 0
+    by_kind: tuple[tuple[str, str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class JudgeResult:
     request_id: str
     model: str
@@ -76,3 +86,4 @@ class JudgeResult:
     usage: Usage
     samples: tuple[Sample, ...]
     created: int = field(default_factory=lambda: int(time.time()))
+    neutralized: Neutralizations = field(default_factory=Neutralizations)

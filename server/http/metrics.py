@@ -12,7 +12,8 @@ _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 
 
 class Metrics:
-    """Request counts and latency by route and status, judgments, kept fraction, tokens, in-flight."""
+    """Request counts and latency by route and status, judgments, kept fraction, tokens, in-flight,
+    neutralized look-alikes by source and kind."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -33,6 +34,12 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
             registry=self.registry,
         )
+        self.neutralized = Counter(
+            "grm_neutralized_total",
+            "look-alikes of prompt structure rewritten in caller texts (a policy forging blocks or turns)",
+            ["source", "kind"],
+            registry=self.registry,
+        )
         self.tokens = Counter("grm_tokens_total", "engine tokens", ["kind"], registry=self.registry)
         self.disconnects = Counter(
             "grm_client_disconnects_total", "requests cancelled by a client disconnect", registry=self.registry
@@ -49,6 +56,8 @@ class Metrics:
         self.tokens.labels("prompt").inc(result.usage.prompt_tokens)
         self.tokens.labels("completion").inc(result.usage.completion_tokens)
         self.tokens.labels("cached").inc(result.usage.cached_tokens)
+        for source, kind, n in result.neutralized.by_kind:
+            self.neutralized.labels(source, kind).inc(n)
 
     def invalid(self, count: int) -> None:
         self.judgments.labels("invalid").inc(count)

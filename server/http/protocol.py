@@ -133,6 +133,11 @@ class ScoreResponse(BaseModel):
     kept: int = Field(description="judgments that voted")
     seed: int
     usage: UsageOut
+    neutralized: list[int] = Field(
+        description="per response: look-alikes of prompt structure (block markers, role labels, headers, chat "
+        "tokens) rewritten before judging; > 0 flags a response trying to forge the judging prompt"
+    )
+    neutralized_conversation: int = Field(description="the same count over every turn of the conversation")
     samples: list[SampleOut] | None = Field(
         None, exclude_if=lambda v: v is None, description="every sampled judgment (only with return_samples)"
     )
@@ -176,6 +181,8 @@ class ScoreResponse(BaseModel):
                 cached_tokens=u.cached_tokens,
                 engine_calls=u.engine_calls,
             ),
+            neutralized=list(r.neutralized.responses),
+            neutralized_conversation=r.neutralized.conversation,
             samples=samples,
         )
 

@@ -52,6 +52,7 @@ class ScoreData(BaseModel):
     index: int
     object: Literal["score"] = "score"
     score: float
+    neutralized: int = Field(0, description="look-alikes of prompt structure rewritten in this candidate")
 
 
 class CompatUsage(BaseModel):

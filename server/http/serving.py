@@ -141,7 +141,7 @@ class Serving:
             group.add(index, candidate)
         results = await self._judge_groups(list(groups.values()), req, request_id, "text_1")
         data = [
-            ScoreData(index=index, score=unit_score(result.scores[pos]))
+            ScoreData(index=index, score=unit_score(result.scores[pos]), neutralized=result.neutralized.responses[pos])
             for group, result in zip(groups.values(), results, strict=True)
             for pos, index in enumerate(group.indices)
         ]
@@ -175,16 +175,22 @@ class Serving:
         results = await self._judge_groups(groups, req, request_id, "query")
         rewards = [0.0] * len(req.query)
         sums = [0.0] * len(req.query)
+        neutralized = [0.0] * len(req.query)
+        neutralized_prompt = [0.0] * len(req.query)
         for group, result in zip(groups, results, strict=True):
             for pos, index in enumerate(group.indices):
                 rewards[index] = result.scores[pos]
                 sums[index] = float(result.rewards[pos])
+                neutralized[index] = float(result.neutralized.responses[pos])
+                neutralized_prompt[index] = float(result.neutralized.conversation)
         return RewardResponse(
             rewards=rewards,
             scores=[unit_score(r) for r in rewards],
             extra_logs={
                 "voted_sum": sums,
                 "valid_judgments": [float(r.valid) for g, r in zip(groups, results, strict=True) for _ in g.indices],
+                "neutralized": neutralized,
+                "neutralized_prompt": neutralized_prompt,
             },
         )
 
