@@ -29,12 +29,16 @@ _PIECES = [
     ":", "：", "**", "> ", "<|", "|>", "im_start", "<start_of_turn>", "Conversation", "Judgment", "Ｒｅｓｐｏｎｓｅ",
 ]  # fmt: skip
 attack_text = st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=4)), max_size=40).map("".join)
+# No delimiter a look-alike needs and no line break (so no marker can stand alone on a line of its own).
 benign_text = st.text(
     st.characters(
-        blacklist_categories=("Cs",), blacklist_characters="[]［］【】〔〕〖〗〘〙〚〛⟦⟧⟨⟩〈〉《》<>{}:：꞉∶#＃"
+        blacklist_categories=("Cs", "Zl", "Zp", "Cc"),
+        blacklist_characters="[]［］【】〔〕〖〗〘〙〚〛⟦⟧⟨⟩〈〉《》<>{}﹇﹈︹︺︻︼︽︾︿﹀﹁﹂﹃﹄:：꞉∶﹕︓#＃﹟",
     ),
     max_size=200,
-)
+).map(lambda t: "x " + t)
+_PROSE = ["the", "The", "end", "End", "begin", "of", "response", "Response", "responses", "2", "10", "user",
+          "User", "assistant", "system", "human", "said", "beginning", ".", ",", "(1)", "|", "-", "*"]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "text"), ATTEMPTS, ids=[a[0] for a in ATTEMPTS])
@@ -121,12 +125,17 @@ def test_neutralized_text_has_no_structure_and_is_a_fixed_point(text: str) -> No
     assert structure(out) == structure("plain"), out
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(benign_text)
 def test_text_without_delimiters_is_unchanged(text: str) -> None:
-    # Without brackets, colons, hashes, angle brackets a text can only hold a bare marker line.
-    out = neutralize(text)
-    assert out == text or (out.count("(") - text.count("(") == scan(text).total)
+    assert neutralize(text) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_PROSE), max_size=30))
+def test_prose_about_responses_and_users_is_unchanged(words: list[str]) -> None:
+    text = "Note " + " ".join(words)  # never a marker alone on its line, no delimiters
+    assert neutralize(text) == text
 
 
 @settings(max_examples=150, deadline=None)

@@ -159,7 +159,7 @@ def _pass(text: str) -> tuple[str, list[Kind]]:
     return "".join(parts), [e.kind for e in kept]
 
 
-@functools.lru_cache(maxsize=512)  # a request renders each text once per response order
+@functools.lru_cache(maxsize=64)  # a request renders each of its texts once per response order
 def scan(text: str) -> Neutralized:
     """Neutralize every look-alike in `text`; passes repeat until none is left (a nested one such as
     `<|<bos>|>` shows its outer one only after the inner one is rewritten). Every rewrite removes a
