@@ -10,11 +10,11 @@ import pytest
 import pytest_asyncio
 
 from meta_rm.inputs import meta_rm_messages
-from meta_rm.inputs import render_responses as meta_render_responses
 from server.core.settings import Settings
 from server.http.app import create_app
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM, shown_responses
 from tests.injection import ATTEMPTS, FORGED, Structure, real_block_numbers, structure
+from voting import render_responses
 from voting.sanitize import count, neutralize
 
 TEMPLATES = ["deepseek-grm", "generic"]
@@ -141,7 +141,7 @@ async def test_meta_rm_sees_the_blocks_the_grm_saw(make_app: Any) -> None:
     prompts = [p for p, _, _ in gen.calls]
     assert len(meta.seen) == 4
     for item in meta.seen:
-        blocks = meta_render_responses(item.responses)
+        blocks = render_responses(item.responses)  # what meta_rm_messages pastes
         assert any(blocks in p for p in prompts) and all(item.conversation in p for p in prompts)
         user = meta_rm_messages(item)[0]["content"]
         assert (structure(user).openings, structure(user).closings, structure(user).labels) == (2, 2, 4)
