@@ -17,7 +17,7 @@ from tests.conftest import Background, cache_dir, free_port
 
 pytestmark = pytest.mark.engine
 
-SCORE = {"query": "What is 2+2?", "responses": ["4", "5"], "k": 2, "seed": 3, "max_tokens": 48}
+SCORE = {"query": "What is 2+2?", "responses": ["4", "5"], "k": 2, "seed": 3}
 
 
 def engine_core_pids(server_pid: int) -> list[int]:
@@ -58,6 +58,7 @@ def test_killed_engine_core_heals_then_exhausted_restarts_report_unhealthy() -> 
     cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--log-level", "warning"]
     env = {
         "GRM_SUPERVISION__MAX_RESTARTS": "1",
+        "GRM_JUDGING__MAX_TOKENS": "192",
         "GRM_SUPERVISION__BACKOFF_INITIAL_S": "1",
         "GRM_SUPERVISION__CHECK_INTERVAL_S": "0.5",
     }
