@@ -169,6 +169,19 @@ async def test_in_flight_requests_fail_with_503_when_the_engine_dies(serve: Any)
     assert r.json()["error"]["type"]
 
 
+async def test_the_restart_budget_spans_the_life_of_the_process(serve: Any) -> None:
+    gen = MortalGenerator()
+    sup_gen = supervised(gen, max_restarts=2)
+    client = await serve(sup_gen)
+    for restarts in (1, 2):
+        gen.kill()
+        await until(sup_gen.supervisor, EngineState.READY, restarts=restarts)
+    assert (await client.post("/score", json=SCORE)).status_code == 200
+    gen.kill()  # a third death: the budget is spent, the process must be replaced
+    await until(sup_gen.supervisor, EngineState.FAILED)
+    assert (await client.get("/health")).status_code == 503 and gen.starts == 3
+
+
 async def test_an_engine_that_never_started_is_unhealthy(serve: Any) -> None:
     gen = MortalGenerator(fail_starts=1)
     client = await serve(supervised(gen))

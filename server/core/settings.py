@@ -90,7 +90,9 @@ class LimitsSettings(BaseModel):
 class SupervisionSettings(BaseModel):
     """Healing of in-process engines (vLLM GRM, vLLM Meta RM) whose engine process dies."""
 
-    max_restarts: int = Field(3, ge=0, le=100, description="restarts per death before /health answers 503")
+    max_restarts: int = Field(
+        3, ge=0, le=100, description="restart tries over the life of the process; then /health answers 503"
+    )
     backoff_initial_s: float = Field(2.0, ge=0, description="wait before the first restart; doubles each try")
     backoff_max_s: float = Field(60.0, ge=0, description="longest wait between restarts")
     check_interval_s: float = Field(2.0, gt=0, description="how often a running engine is checked")

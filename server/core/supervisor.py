@@ -49,7 +49,8 @@ class Supervisor:
         self._settings = settings
         self.state = EngineState.STARTING
         self.reason: str | None = "engine is starting"
-        self.restarts = 0
+        self.restarts = 0  # successful restarts
+        self.tries = 0  # restart tries, successful or not, over the life of the process
         self.retry_after = 1
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -111,12 +112,17 @@ class Supervisor:
                     return
 
     async def _heal(self, reason: str) -> bool:
+        """Restart with exponential backoff; `max_restarts` bounds the tries over the life of the process,
+        so an engine that keeps dying ends in FAILED and the orchestrator replaces the process."""
         s = self._settings
-        logger.error("%s engine died (%s); restarting up to %d times", self.name, reason, s.max_restarts)
-        for attempt in range(s.max_restarts):
-            delay = min(s.backoff_initial_s * (2**attempt), s.backoff_max_s)
+        logger.error("%s engine died (%s); %d restart tries left", self.name, reason, s.max_restarts - self.tries)
+        backoff = 0
+        while self.tries < s.max_restarts:
+            self.tries += 1
+            delay = min(s.backoff_initial_s * (2**backoff), s.backoff_max_s)
+            backoff += 1
             self.retry_after = max(1, math.ceil(delay))
-            self._set(EngineState.RESTARTING, f"engine died ({reason}); restart {attempt + 1}/{s.max_restarts}")
+            self._set(EngineState.RESTARTING, f"engine died ({reason}); restart try {self.tries}/{s.max_restarts}")
             await asyncio.sleep(delay)
             with contextlib.suppress(Exception):
                 await self._close()
@@ -132,7 +138,7 @@ class Supervisor:
             logger.warning("%s engine restarted (%d restarts so far)", self.name, self.restarts)
             self._set(EngineState.READY, None, restarted=True)
             return True
-        self._set(EngineState.FAILED, f"engine died and {s.max_restarts} restarts failed: {reason}")
+        self._set(EngineState.FAILED, f"engine died and all {s.max_restarts} restart tries are spent: {reason}")
         logger.critical("%s engine cannot be healed; /health now answers 503", self.name)
         return False
 
