@@ -255,7 +255,8 @@ async def test_engine_that_never_started_is_503_and_ready_says_why(app_factory: 
     client, _ = await app_factory(generator=Broken())
     assert "GPU out of memory" in assert_error(await client.get("/ready"), 503)["message"]
     assert_error(await client.post("/score", json={"query": "q", "responses": ["a"]}), 503)
-    assert (await client.get("/health")).status_code == 200
+    health = await client.get("/health")  # it never will serve: liveness fails so the orchestrator replaces it
+    assert health.status_code == 503 and "GPU out of memory" in health.json()["reason"]
 
 
 @pytest.mark.timeout(300)

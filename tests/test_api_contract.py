@@ -227,7 +227,8 @@ async def test_hf_meta_rm_start_failure_does_not_escape_the_lifespan(exc: Except
         err = assert_error(await client.get("/ready"), 503, kind="backend_unavailable")
         assert str(exc) in err["message"]
         assert_error(await client.post("/score", json={"query": "q", "responses": ["a"]}), 503)
-        assert (await client.get("/health")).status_code == 200
+        health = await client.get("/health")  # never started: liveness fails so the process gets replaced
+        assert health.status_code == 503 and str(exc) in health.json()["reason"]
     with pytest.raises(MetaRMUnavailableError):
         await rm.score([MetaRMInput("c", ("a",), "j")])
 

@@ -398,3 +398,15 @@ def test_probes_health_checks_and_documented_calls_hit_real_routes() -> None:
         assert "GET" in routes.get(path, set()), f"{path} is probed but the app has no GET {path}"
     documented = set(re.findall(r"(?:localhost|127\.0\.0\.1):8000(/[\w/]+)", (ROOT / "docs" / "deploy.md").read_text()))
     assert documented and documented <= set(routes), f"docs/deploy.md calls unknown routes: {documented - set(routes)}"
+
+
+def test_deploy_doc_states_the_fault_semantics_of_every_supervision_setting() -> None:
+    from server.core.settings import SupervisionSettings
+
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    section = doc[doc.index("## Engine faults") :]
+    missing = [f"supervision.{name}" for name in SupervisionSettings.model_fields if name != "check_interval_s"]
+    assert [m for m in missing if m not in section] == []
+    assert "grm_engine_restarts_total" in section and "grm_engine_state" in section
+    liveness = container(k8s("Deployment", "grm-server"))["livenessProbe"]["httpGet"]["path"]
+    assert liveness == "/health" and "/health" in section  # liveness must be the route that fails only when dead

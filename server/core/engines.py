@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from meta_rm.protocol import MetaRM
@@ -16,6 +16,19 @@ from server.core.generators.vllm_local import VLLMGenerator
 from server.core.judging import JudgeObserver, JudgeService
 from server.core.prompts import PromptBuilder, TemplateName, resolve_template
 from server.core.settings import Backend, Settings
+from server.core.supervisor import SupervisedGenerator, SupervisedMetaRM, Supervisor
+
+
+def supervise(settings: Settings, gen: Generator, rm: MetaRM | None) -> tuple[Generator, MetaRM | None]:
+    """Wrap the in-process vLLM engines (they own an EngineCore process that can die) in a Supervisor;
+    remote engines are someone else's process: /ready follows them, nothing restarts them."""
+    from meta_rm.vllm_local import VLLMMetaRM
+
+    if isinstance(gen, VLLMGenerator):
+        gen = SupervisedGenerator(gen, settings.supervision)
+    if isinstance(rm, VLLMMetaRM):
+        rm = SupervisedMetaRM(rm, settings.supervision)
+    return gen, rm
 
 
 def build_generator(settings: Settings) -> Generator:
@@ -45,7 +58,7 @@ def build_meta_rm(settings: Settings) -> MetaRM | None:
         return build(settings.meta_rm, cache, embedded_backbone=lambda: prepare_embedded_model(cache))
 
 
-__all__ = ["TemplateName", "build_generator", "build_meta_rm", "build_prompt_builder", "open_service"]
+__all__ = ["TemplateName", "build_generator", "build_meta_rm", "build_prompt_builder", "open_service", "supervise"]
 
 
 @contextlib.asynccontextmanager
@@ -54,10 +67,16 @@ async def open_service(
     generator: Generator | None = None,
     meta_rm: MetaRM | None = None,
     observer: JudgeObserver | None = None,
+    on_supervisor: Callable[[Supervisor], None] | None = None,
 ) -> AsyncIterator[JudgeService]:
     """Build (unless given), start, and finally close the engines; yield the judging service."""
     gen = generator if generator is not None else await asyncio.to_thread(build_generator, settings)
     rm = meta_rm if meta_rm is not None else build_meta_rm(settings)
+    gen, rm = supervise(settings, gen, rm)
+    if on_supervisor is not None:
+        for engine in (gen, rm):
+            if isinstance(engine, SupervisedGenerator | SupervisedMetaRM):
+                on_supervisor(engine.supervisor)
     try:
         await gen.start()
         if rm is not None:

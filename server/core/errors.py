@@ -32,6 +32,7 @@ class GRMError(Exception):
 
     status: int = 500
     type: str = "internal_error"
+    retry_after: int | None = None  # seconds; the HTTP edge sends it as `Retry-After`
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -84,6 +85,7 @@ class NoValidJudgmentError(GRMError):
 
 
 class OverloadedError(GRMError):
+    retry_after = 1
     status = 429
     type = "rate_limit_exceeded"
 

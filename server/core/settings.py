@@ -87,6 +87,17 @@ class LimitsSettings(BaseModel):
     reward_group_cap: int = Field(16, ge=1, description="/get_reward: rollouts of one prompt judged together at most")
 
 
+class SupervisionSettings(BaseModel):
+    """Healing of in-process engines (vLLM GRM, vLLM Meta RM) whose engine process dies."""
+
+    max_restarts: int = Field(
+        3, ge=0, le=100, description="restart tries over the life of the process; then /health answers 503"
+    )
+    backoff_initial_s: float = Field(2.0, ge=0, description="wait before the first restart; doubles each try")
+    backoff_max_s: float = Field(60.0, ge=0, description="longest wait between restarts")
+    check_interval_s: float = Field(2.0, gt=0, description="how often a running engine is checked")
+
+
 class ServerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="bind address")
     port: int = Field(8000, ge=0, le=65535, description="bind port")
@@ -103,6 +114,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)  # type: ignore[arg-type]
     server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
     meta_rm: MetaRMSettings = Field(default_factory=MetaRMSettings)  # type: ignore[arg-type]
+    supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

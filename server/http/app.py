@@ -14,6 +14,7 @@ from server.core.engines import open_service
 from server.core.errors import GRMError
 from server.core.generators.base import Generator
 from server.core.settings import Settings
+from server.core.supervisor import Supervisor
 from server.http.metrics import Metrics
 from server.http.routes import compat, native, ops, ui
 from server.http.routes.edge import EdgeMiddleware, install_error_handlers
@@ -29,15 +30,19 @@ def create_app(settings: Settings, generator: Generator | None = None, meta_rm: 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        def watch(sup: Supervisor) -> None:
+            runtime.supervisors.append(sup)
+            sup.listen(metrics.engine_state)
+
         async with contextlib.AsyncExitStack() as stack:
             try:
                 runtime.service = await stack.enter_async_context(
-                    open_service(settings, generator, meta_rm, observer=metrics)
+                    open_service(settings, generator, meta_rm, observer=metrics, on_supervisor=watch)
                 )
                 runtime.error = None
                 logger.info("ready: serving %s", runtime.service.generator.model_name)
             except GRMError as exc:
-                runtime.error = exc.message
+                runtime.error, runtime.start_failed = exc.message, True
                 logger.error("engines failed to start; /ready reports it: %s", exc.message)
             yield
             runtime.service, runtime.error = None, "shutting down"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
+from server.core.supervisor import STATES, EngineState
 from server.core.types import JudgeResult
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the scrape
@@ -47,6 +48,22 @@ class Metrics:
         self.in_flight = Gauge(
             "grm_requests_in_flight", "HTTP requests in flight (queue depth)", registry=self.registry
         )
+        self.engine_restarts = Counter(
+            "grm_engine_restarts_total", "in-process engine restarts after a death", ["engine"], registry=self.registry
+        )
+        self.engine_states = Gauge(
+            "grm_engine_state",
+            "1 for the current state of each in-process engine",
+            ["engine", "state"],
+            registry=self.registry,
+        )
+
+    # Supervisor listener
+    def engine_state(self, engine: str, state: EngineState, restarted: bool) -> None:
+        if restarted:
+            self.engine_restarts.labels(engine).inc()
+        for s in STATES:
+            self.engine_states.labels(engine, s.value).set(1 if s is state else 0)
 
     # JudgeObserver
     def judged(self, result: JudgeResult) -> None:

@@ -20,6 +20,7 @@ from server.core.errors import (
 from server.core.judging import JudgeService
 from server.core.prompts import Message
 from server.core.settings import Settings
+from server.core.supervisor import EngineState, Supervisor
 from server.core.types import JudgeRequest, JudgeResult
 from server.http.protocol import (
     ErrorResponse,
@@ -58,6 +59,17 @@ class Runtime:
 
     service: JudgeService | None = None
     error: str | None = "engines are loading"
+    start_failed: bool = False  # the engines never started: the process cannot serve, /health says so
+    supervisors: list[Supervisor] = field(default_factory=list)
+
+    def health(self) -> str | None:
+        """None while the process can serve (or heal); else why a supervisor should replace it."""
+        if self.start_failed:
+            return f"engines failed to start: {self.error}"
+        for sup in self.supervisors:
+            if sup.state is EngineState.FAILED:
+                return f"{sup.name} engine failed: {sup.reason}"
+        return None
 
     def require(self) -> JudgeService:
         if self.service is None:
@@ -222,6 +234,8 @@ class Serving:
     async def ready(self) -> ReadyResponse:
         """Raise BackendUnavailableError with the reason unless every engine can serve now."""
         service = self.runtime.require()
+        for sup in self.runtime.supervisors:
+            sup.require_ready()
         await service.generator.check_ready()
         if service.meta_rm is not None:
             with meta_rm_errors():

@@ -12,14 +12,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.core.errors import GRMError, OverloadedError, PayloadTooLargeError, invalid_from_errors
+from server.core.errors import GRMError, PayloadTooLargeError, invalid_from_errors
 from server.http.metrics import Metrics
 
 logger = logging.getLogger("server.access")
 
 
 def error_response(exc: GRMError, request_id: str | None = None) -> JSONResponse:
-    headers = {"Retry-After": "1"} if isinstance(exc, OverloadedError) else {}
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
     if request_id:
         headers["X-Request-Id"] = request_id
     return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.http.protocol import ErrorResponse, HealthResponse, ReadyResponse
@@ -12,9 +13,17 @@ router = APIRouter(tags=["operations"])
 _TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}
 
 
-@router.get("/health", summary="The process is alive")
-async def health() -> HealthResponse:
-    return HealthResponse()
+@router.get(
+    "/health",
+    summary="Liveness: 200 while the process can serve or is healing its engines; 503 once it cannot (replace it)",
+    response_model=HealthResponse,
+    responses={503: {"description": "the engines cannot be healed: replace the process"}},
+)
+async def health(serving: ServingDep) -> JSONResponse:
+    reason = serving.runtime.health()
+    if reason is None:
+        return JSONResponse(HealthResponse().model_dump())
+    return JSONResponse({"status": "unhealthy", "reason": reason}, status_code=503)
 
 
 @router.get(
