@@ -13,13 +13,14 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.common import RESULTS_DIR, SAMPLE_PAIRS, Server, cpu_seconds, free_port, machine, python, table, write_json
-from server.core.generators.base import Generation, SamplingConfig
+from server.core.generators.base import ContinuationUnsupportedError, Generation, Partial, SamplingConfig
 from server.core.judging import JudgeService
 from server.core.prompts import Message, PromptBuilder, TemplateName
 from server.core.settings import Settings
@@ -35,6 +36,7 @@ class InstantGenerator:
     """A zero-latency engine returning well-formed judgments (~350 characters of text per judgment)."""
 
     model_name = "instant"
+    chars_per_token: float | None = None
 
     async def start(self) -> None:
         return None
@@ -46,6 +48,11 @@ class InstantGenerator:
             for i in range(sampling.n)
         )
         return Generation(texts, prompt_tokens=len(prompt) // 4, completion_tokens=sampling.n * 90)
+
+    async def continue_judgments(
+        self, prompt: str, partials: Sequence[Partial], sampling: SamplingConfig, request_id: str
+    ) -> Generation:
+        raise ContinuationUnsupportedError("every judgment here has its box")
 
     async def check_ready(self) -> None:
         return None

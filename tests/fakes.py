@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from meta_rm.protocol import MetaRMInput
 from server.core.errors import BackendUnavailableError
-from server.core.generators.base import Generation, SamplingConfig
+from server.core.generators.base import ContinuationUnsupportedError, Generation, Partial, SamplingConfig
 
 _RESPONSE = re.compile(r"\[The Begin of Response \d+\]\n(.*?)\n\[The End of Response \d+\]", re.DOTALL)
 
@@ -25,11 +25,22 @@ def score_by_length(prompt: str, index: int) -> str:
     return f"Specific Criteria: length.\nAnalysis: sample {index}.\nScores: \\boxed{{{', '.join(map(str, scores))}}}"
 
 
+def box_by_length(prompt: str, partial: str) -> str:
+    """Continues a partial judgment ending in `\\boxed{` with the `score_by_length` scores."""
+    scores = [min(10, max(1, len(r))) for r in shown_responses(prompt)]
+    return ", ".join(map(str, scores)) + "}"
+
+
 @dataclass
 class ScriptedGenerator:
-    """Answers each call with `judge(prompt, sample_index)`; can delay, fail, or be 'down'."""
+    """Answers each call with `judge(prompt, sample_index)` and each continuation with
+    `complete(prompt, partial_text)`; can delay, fail, be 'down', or refuse to continue."""
 
     judge: Callable[[str, int], str] = score_by_length
+    complete: Callable[[str, str], str] = box_by_length
+    can_continue: bool = True
+    finish_reason: Callable[[str], str] = lambda text: "stop"
+    continued: list[tuple[str, Partial, SamplingConfig]] = field(default_factory=list)
     delay_s: float = 0.0
     down: bool = False
     calls: list[tuple[str, SamplingConfig, str]] = field(default_factory=list)
@@ -54,7 +65,30 @@ class ScriptedGenerator:
             self.cancelled += 1
             raise
         texts = tuple(self.judge(prompt, i) for i in range(sampling.n))
-        return Generation(texts, prompt_tokens=len(prompt) // 4, completion_tokens=sum(len(t) // 4 for t in texts))
+        return Generation(
+            texts,
+            prompt_tokens=len(prompt) // 4,
+            completion_tokens=sum(len(t) // 4 for t in texts),
+            finish_reasons=tuple(self.finish_reason(t) for t in texts),
+        )
+
+    @property
+    def chars_per_token(self) -> float | None:
+        return None
+
+    async def continue_judgments(
+        self, prompt: str, partials: Sequence[Partial], sampling: SamplingConfig, request_id: str
+    ) -> Generation:
+        if not self.can_continue:
+            raise ContinuationUnsupportedError("scripted backend cannot continue")
+        self.continued.extend((prompt, p, sampling) for p in partials)
+        texts = tuple(self.complete(prompt, p.text) for p in partials)
+        return Generation(
+            texts,
+            prompt_tokens=len(prompt) // 4,
+            completion_tokens=len(texts) * 3,
+            finish_reasons=("stop",) * len(texts),
+        )
 
     async def check_ready(self) -> None:
         if self.down:

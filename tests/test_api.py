@@ -234,15 +234,21 @@ async def test_unknown_route_and_method(app_factory: Any) -> None:
 async def test_metrics_count_requests_judgments_and_tokens(app_factory: Any) -> None:
     gen = ScriptedGenerator(judge=lambda p, i: "no box" if i == 0 else "Scores: \\boxed{5}")
     client, _ = await app_factory(generator=gen)
-    await client.post("/score", json={"query": "q", "responses": ["a"], "k": 3})
+    await client.post("/score", json={"query": "q", "responses": ["a"], "k": 3, "structured_output": "off"})
     await client.post("/score", json={"query": "q", "responses": []})
     text = (await client.get("/metrics")).text
+    assert 'grm_judgments_completed_total{result="valid"} 0.0' in text  # off: no completion
     assert 'grm_requests_total{route="/score",status="200"} 1.0' in text
     assert 'grm_requests_total{route="/score",status="400"} 1.0' in text
     assert 'grm_judgments_total{result="valid"} 2.0' in text
     assert 'grm_judgments_total{result="invalid"} 1.0' in text
     assert 'grm_tokens_total{kind="prompt"}' in text and "grm_request_latency_seconds_bucket" in text
     assert "grm_kept_fraction_count 1.0" in text and "grm_requests_in_flight" in text
+    # by default the judgment without a box is completed (the scripted continuation writes "1}")
+    await client.post("/score", json={"query": "q", "responses": ["a"], "k": 3})
+    text = (await client.get("/metrics")).text
+    assert 'grm_judgments_completed_total{result="valid"} 1.0' in text
+    assert 'grm_judgments_total{result="valid"} 5.0' in text and 'grm_judgments_total{result="invalid"} 1.0' in text
 
 
 async def test_engine_that_never_started_is_503_and_ready_says_why(app_factory: Any) -> None:

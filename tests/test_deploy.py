@@ -254,7 +254,8 @@ def _sample(leaf: Any) -> tuple[str, Any]:
         choice = [v for v in typing.get_args(kind) if v != default][-1]
         return str(choice), choice
     if kind is int:
-        value = (default or 0) + 1
+        low = next((m.ge for m in info.metadata if hasattr(m, "ge")), 0)
+        value = (default if default is not None else low) + 1
         value = value if top is None or value <= top else default - 1
         return str(value), value
     if kind is float:

@@ -13,7 +13,7 @@ from server.core.errors import (
     OverloadedError,
     RequestTimeoutError,
 )
-from server.core.prompts import Message
+from server.core.prompts import Message, StructuredOutput
 from server.core.types import JudgeRequest
 from tests.conftest import make_service
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM, score_by_length, shown_responses, wait_until
@@ -49,7 +49,9 @@ async def test_unparseable_judgments_are_flagged_and_left_out_not_zero() -> None
     def judge(prompt: str, i: int) -> str:
         return "I refuse to box." if i % 2 else score_by_length(prompt, i)
 
-    result = await make_service(ScriptedGenerator(judge=judge)).judge(request(("a", "bb"), k=4, seed=1))
+    # structured output off: no completion, so the judgments without a box stay invalid
+    off = request(("a", "bb"), k=4, seed=1, structured_output=StructuredOutput.OFF)
+    result = await make_service(ScriptedGenerator(judge=judge)).judge(off)
     bad = [s for s in result.samples if s.scores is None]
     assert len(bad) == 2 and all(s.error and s.error.startswith("no_box") and not s.kept for s in bad)
     assert result.valid == 2 and result.kept == 2
@@ -63,7 +65,8 @@ async def test_unparseable_judgments_are_flagged_and_left_out_not_zero() -> None
 async def test_zero_valid_judgments_is_an_error_after_retries() -> None:
     gen = ScriptedGenerator(judge=lambda p, i: "Scores: \\boxed{11, 3}")
     with pytest.raises(NoValidJudgmentError, match="out_of_range"):
-        await make_service(gen, **{"judging.retries": 2}).judge(request(("a", "b"), k=2, seed=5))
+        off = request(("a", "b"), k=2, seed=5, structured_output=StructuredOutput.OFF)
+        await make_service(gen, **{"judging.retries": 2}).judge(off)
     assert len(gen.calls) == 2 * 3  # two orders, three attempts
     assert len({c[1].seed for c in gen.calls}) == 6  # each attempt resamples with new seeds
 

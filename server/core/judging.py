@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from meta_rm.protocol import MetaRM, MetaRMInput
+from server.core.completion import BoxCompleter, parse_generation
 from server.core.errors import (
     BackendError,
     GRMError,
@@ -21,10 +22,17 @@ from server.core.errors import (
     meta_rm_errors,
 )
 from server.core.generators.base import Generation, Generator, SamplingConfig
-from server.core.prompts import PromptBuilder, render_conversation
+from server.core.prompts import (
+    PromptBuilder,
+    StructuredOutput,
+    TemplateName,
+    default_max_tokens,
+    render_conversation,
+    resolve_structured_output,
+)
 from server.core.settings import Settings
 from server.core.types import JudgeRequest, JudgeResult, Neutralizations, Sample, Usage
-from voting import derive_seed, map_to_caller, parse_scores, pick_best, plan_orders, select_top, split_judgment, vote
+from voting import derive_seed, pick_best, plan_orders, select_top, vote
 from voting.orders import OrderGroup
 from voting.sanitize import scan
 
@@ -48,6 +56,7 @@ class Plan:
     temperature: float
     max_tokens: int
     seed: int
+    structured_output: StructuredOutput = StructuredOutput.REGEX
 
 
 def _check_text(text: str, param: str) -> None:
@@ -62,8 +71,11 @@ def _check_text(text: str, param: str) -> None:
         ) from None
 
 
-def plan_request(req: JudgeRequest, settings: Settings, *, has_meta_rm: bool) -> Plan:
-    """The one place a request's knobs get their defaults and bounds (the engine checks the context length)."""
+def plan_request(
+    req: JudgeRequest, settings: Settings, *, has_meta_rm: bool, template: TemplateName = TemplateName.AUTO
+) -> Plan:
+    """The one place a request's knobs get their defaults and bounds (the engine checks the context length);
+    the budget and the structured-output mode default by template."""
     lim, jd = settings.limits, settings.judging
     for i, m in enumerate(req.messages):
         _check_text(m.content, f"messages.{i}.content")
@@ -96,17 +108,24 @@ def plan_request(req: JudgeRequest, settings: Settings, *, has_meta_rm: bool) ->
     temperature = jd.temperature if req.temperature is None else req.temperature
     if not 0 <= temperature <= 2:
         raise InvalidRequestError(f"temperature must be in 0..2, got {temperature}", param="temperature")
-    max_tokens = jd.max_tokens if req.max_tokens is None else req.max_tokens
-    low = PromptBuilder.min_max_tokens(len(req.responses))
+    default_budget = jd.max_tokens if jd.max_tokens is not None else default_max_tokens(template)
+    max_tokens = default_budget if req.max_tokens is None else req.max_tokens
+    mode = resolve_structured_output(
+        req.structured_output or settings.generator.structured_output,
+        template if template is not TemplateName.AUTO else TemplateName.DEEPSEEK_GRM,
+    )
+    # The whole-judgment regex needs room for its sections; free sampling is completed at any budget.
+    low = PromptBuilder.min_max_tokens(len(req.responses)) if mode is StructuredOutput.REGEX else 16
     if not low <= max_tokens <= jd.max_max_tokens:
         raise InvalidRequestError(
-            f"max_tokens must be in {low}..{jd.max_max_tokens} for {len(req.responses)} responses, got {max_tokens}",
+            f"max_tokens must be in {low}..{jd.max_max_tokens} for {len(req.responses)} responses"
+            f" ({mode.value}), got {max_tokens}",
             param="max_tokens",
         )
     seed = random.randrange(2**31) if req.seed is None else req.seed
     if not 0 <= seed < 2**31:
         raise InvalidRequestError(f"seed must be in 0..{2**31 - 1}, got {seed}", param="seed")
-    return Plan(k, k_meta, temperature, max_tokens, seed)
+    return Plan(k, k_meta, temperature, max_tokens, seed, mode)
 
 
 def _k_meta(asked: int | None, k: int, settings: Settings, has_meta_rm: bool) -> int:
@@ -167,7 +186,7 @@ class JudgeService:
             self._in_flight -= items
 
     async def judge(self, req: JudgeRequest) -> JudgeResult:
-        plan = plan_request(req, self.settings, has_meta_rm=self.meta_rm is not None)
+        plan = plan_request(req, self.settings, has_meta_rm=self.meta_rm is not None, template=self.prompts.template)
         try:
             async with asyncio.timeout(self.settings.limits.request_timeout_s):
                 return await self._run(req, plan)
@@ -180,14 +199,27 @@ class JudgeService:
         n = len(req.responses)
         groups = plan_orders(n, plan.k, plan.seed, self.settings.judging.order_strategy)
         prompts = [self.prompts.build(req.messages, [req.responses[i] for i in g.order]) for g in groups]
-        regex = self.prompts.score_regex(n, plan.max_tokens) if self.settings.generator.structured_output else None
+        regex = None
+        if plan.structured_output is StructuredOutput.REGEX:
+            regex = self.prompts.score_regex(n, plan.max_tokens, self.generator.chars_per_token or 1.0)
         usage, samples = Usage(), []
         for attempt in range(self.settings.judging.retries + 1):
             gens = await self._sample(req.request_id, groups, prompts, plan, regex, attempt)
-            samples = [s for g, gen in zip(groups, gens, strict=True) for s in _parse(g, gen, n)]
             usage = usage + sum(
                 (Usage(g.prompt_tokens, g.completion_tokens, g.cached_tokens, 1) for g in gens), Usage()
             )
+            parsed = [parse_generation(g, gen, n) for g, gen in zip(groups, gens, strict=True)]
+            if plan.structured_output is not StructuredOutput.OFF:
+                completer = BoxCompleter(
+                    self.generator,
+                    n,
+                    plan.temperature,
+                    derive_seed(plan.seed, attempt, -1),
+                    SamplingConfig(1, plan.temperature, plan.max_tokens, None, regex),
+                )
+                parsed, extra = await completer.complete(f"{req.request_id}-{attempt}", groups, prompts, gens, parsed)
+                usage = usage + extra
+            samples = [s for group_samples in parsed for s in group_samples]
             invalid = sum(s.scores is None for s in samples)
             if self.observer is not None and invalid:
                 self.observer.invalid(invalid)
@@ -291,14 +323,3 @@ def count_neutralized(req: JudgeRequest) -> Neutralizations:
     return Neutralizations(
         tuple(responses), sum(conversation), tuple((src, kind, n) for (src, kind), n in sorted(by_kind.items()))
     )
-
-
-def _parse(group: OrderGroup, gen: Generation, n: int) -> list[Sample]:
-    out = []
-    for text in gen.texts:
-        parsed = parse_scores(text, n)
-        principles, critique = split_judgment(text)
-        scores = map_to_caller(parsed.scores, group.order) if parsed.scores is not None else None
-        error = None if parsed.error is None else f"{parsed.error.value}: {parsed.detail}"
-        out.append(Sample(scores, group.order, text, principles, critique, error))
-    return out

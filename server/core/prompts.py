@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -22,6 +22,36 @@ class TemplateName(enum.StrEnum):
     AUTO = "auto"
     DEEPSEEK_GRM = "deepseek-grm"
     GENERIC = "generic"
+
+
+class StructuredOutput(enum.StrEnum):
+    """How decoding is constrained. `free+complete`: reasoning sampled freely (as in the paper), a
+    judgment without a parseable box is completed by a short constrained continuation; `regex`: the
+    whole judgment under a regex whose every section needs real text (judgments cut by max_tokens are
+    completed too); `off`: no constraint, no completion; `auto`: free+complete for `deepseek-grm`,
+    regex otherwise."""
+
+    AUTO = "auto"
+    FREE_COMPLETE = "free+complete"
+    REGEX = "regex"
+    OFF = "off"
+
+
+# Default judgment budgets per template (see docs/settings.md, "Judgment budgets", for the source):
+# released DeepSeek-GRM checkpoints write ~500-900 tokens of principles and critique for a pair,
+# longer for more responses; 2048 leaves room for that without a cut. The generic template's
+# worked example asks for one line per section.
+DEFAULT_MAX_TOKENS = {"deepseek-grm": 2048, "generic": 512}
+
+
+def resolve_structured_output(mode: StructuredOutput, template: TemplateName) -> StructuredOutput:
+    if mode is not StructuredOutput.AUTO:
+        return mode
+    return StructuredOutput.FREE_COMPLETE if template is TemplateName.DEEPSEEK_GRM else StructuredOutput.REGEX
+
+
+def default_max_tokens(template: TemplateName) -> int:
+    return DEFAULT_MAX_TOKENS[template.value if template is not TemplateName.AUTO else "deepseek-grm"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +95,31 @@ class PromptBuilder:
         # One pass, so placeholder-like text inside the user's content is never substituted.
         return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self._text)
 
-    def score_regex(self, n_responses: int, max_tokens: int) -> str:
-        """A regex forcing the three-line answer with exactly n scores in 1..10, sized to fit max_tokens
-        (a character is at least one token, so the longest match always ends inside the budget)."""
-        score = r"([1-9]|10)"
-        box = r"Scores: \\boxed\{" + score + (", " + score) * (n_responses - 1) + r"\}"
-        box_chars = len("Scores: \\boxed{}") + 4 * n_responses
-        free = max(16, max_tokens - box_chars - len("Specific Criteria: \nAnalysis: \n") - 8)
+    def score_regex(self, n_responses: int, max_tokens: int, chars_per_token: float = 1.0) -> str:
+        """A regex forcing the three-line answer with exactly n scores in 1..10, every section starting
+        with a non-space character, its length bounds sized to end inside max_tokens at the tokenizer's
+        measured `chars_per_token` (with a 25% margin; a cut judgment is completed anyway)."""
+        box = r"Scores: \\boxed\{" + box_scores_regex(n_responses)
+        box_tokens = len("Scores: \\boxed{}") + 4 * n_responses  # a character per token here: digits, commas
+        free_tokens = max(16, max_tokens - box_tokens - len("Specific Criteria: \nAnalysis: \n") - 8)
+        free = max(16, int(free_tokens * max(1.0, chars_per_token) * 0.75))
         criteria, analysis = max(4, free // 3), max(8, free - free // 3)
         body = r"[\s\S]" if self.template is TemplateName.DEEPSEEK_GRM else r"[^\n]"
-        return rf"Specific Criteria: {body}{{1,{criteria}}}\nAnalysis: {body}{{1,{analysis}}}\n" + box
+        return rf"Specific Criteria: \S{body}{{0,{criteria - 1}}}\nAnalysis: \S{body}{{0,{analysis - 1}}}\n" + box
 
     @staticmethod
     def min_max_tokens(n_responses: int) -> int:
         """The smallest max_tokens for which the regex leaves room for real text."""
         return 96 + 8 * n_responses
+
+
+def box_scores_regex(n_responses: int) -> str:
+    """What follows `\\boxed{`: exactly n integer scores in 1..10 and the closing brace."""
+    score = r"([1-9]|10)"
+    return score + (", " + score) * (n_responses - 1) + r"\}"
+
+
+def measure_chars_per_token(count_tokens: Callable[[str], int], template: TemplateName) -> float:
+    """Characters per token of this tokenizer on the judging template's own prose (the text judgments resemble)."""
+    text = load_template(template if template is not TemplateName.AUTO else TemplateName.DEEPSEEK_GRM)
+    return len(text) / max(1, count_tokens(text))

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meta_rm.settings import MetaRMBackend, MetaRMSettings
-from server.core.prompts import TemplateName
+from server.core.prompts import DEFAULT_MAX_TOKENS, StructuredOutput, TemplateName
 from voting.orders import OrderStrategy
 
 __all__ = ["Backend", "MetaRMBackend", "MetaRMSettings", "Settings"]
@@ -41,7 +41,10 @@ class GeneratorSettings(BaseModel):
     )
     api_key: SecretStr | None = Field(None, description="API key for the OpenAI-compatible server")
     template: TemplateName = Field(TemplateName.AUTO, description="judging prompt template")
-    structured_output: bool = Field(True, description="constrain decoding to a parseable score box")
+    structured_output: StructuredOutput = Field(
+        StructuredOutput.AUTO,
+        description="free+complete: free reasoning, a judgment without a box is completed; regex: whole-judgment regex; off; auto: free+complete for deepseek-grm, else regex",
+    )
     structured_output_backend: Literal["guidance", "xgrammar", "outlines", "auto"] = Field(
         "guidance",
         description="vLLM structured-output backend (vllm): guidance compiles the length-bounded score regex lazily; xgrammar takes seconds per new (n, max_tokens)",
@@ -56,6 +59,16 @@ class GeneratorSettings(BaseModel):
     cpu_kvcache_gb: int = Field(2, ge=1, description="KV cache size in GiB on CPU hosts (VLLM_CPU_KVCACHE_SPACE)")
     timeout_s: float = Field(600.0, gt=0, description="HTTP timeout towards the OpenAI-compatible server")
 
+    @field_validator("structured_output", mode="before")
+    @classmethod
+    def _legacy_bool(cls, value: Any) -> Any:
+        """The setting used to be a boolean: true = the template's default mode, false = off."""
+        if isinstance(value, bool):
+            return StructuredOutput.AUTO if value else StructuredOutput.OFF
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return StructuredOutput.AUTO if value.lower() in ("true", "1") else StructuredOutput.OFF
+        return value
+
 
 class JudgingSettings(BaseModel):
     """Defaults and bounds of the inference-time scaling."""
@@ -66,7 +79,11 @@ class JudgingSettings(BaseModel):
         None, ge=0, description="default judgments kept by the Meta RM; unset = k/2 when a Meta RM is loaded"
     )
     temperature: float = Field(0.5, ge=0, le=2, description="sampling temperature of judgments")
-    max_tokens: int = Field(512, ge=16, description="default token budget of one judgment")
+    max_tokens: int | None = Field(
+        None,
+        ge=16,
+        description="default token budget of one judgment; unset = the template's (deepseek-grm 2048, generic 512)",
+    )
     max_max_tokens: int = Field(4096, ge=16, description="largest max_tokens a request may ask for")
     order_strategy: OrderStrategy = Field(OrderStrategy.ROTATE, description="how responses are reordered per sample")
     retries: int = Field(1, ge=0, le=5, description="resampling rounds when no judgment is valid")
@@ -120,8 +137,14 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.judging.k > self.judging.max_k:
             raise ValueError("judging.k must not exceed judging.max_k")
-        if self.judging.max_tokens > self.judging.max_max_tokens:
-            raise ValueError("judging.max_tokens must not exceed judging.max_max_tokens")
+        budget = self.judging.max_tokens
+        if budget is None:
+            template = self.generator.template
+            budget = DEFAULT_MAX_TOKENS[template.value] if template is not TemplateName.AUTO else 0
+        if budget > self.judging.max_max_tokens:
+            raise ValueError(
+                f"judging.max_tokens ({budget}, the template's default when unset) must not exceed judging.max_max_tokens"
+            )
         if self.generator.backend is Backend.OPENAI and not self.generator.base_url:
             raise ValueError("generator.base_url is required with the openai backend")
         return self

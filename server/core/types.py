@@ -6,7 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from server.core.prompts import Message
+from server.core.prompts import Message, StructuredOutput
 
 
 def new_request_id() -> str:
@@ -25,11 +25,14 @@ class JudgeRequest:
     max_tokens: int | None = None
     seed: int | None = None
     request_id: str = field(default_factory=new_request_id)
+    structured_output: StructuredOutput | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One sampled judgment: `scores` in the caller's order (None when unparseable, with `error`)."""
+    """One sampled judgment: `scores` in the caller's order (None when unparseable, with `error`);
+    `finish_reason` of its sampling (`stop`, `length`, ...); `completed` when its score box was
+    written by a constrained continuation (the judgment had no parseable box of its own)."""
 
     scores: tuple[int, ...] | None
     order: tuple[int, ...]
@@ -39,6 +42,8 @@ class Sample:
     error: str | None
     meta_reward: float | None = None
     kept: bool = False
+    finish_reason: str | None = None
+    completed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,12 @@ class Metrics:
         self.judgments = Counter(
             "grm_judgments_total", "sampled judgments by parse result", ["result"], registry=self.registry
         )
+        self.completed = Counter(
+            "grm_judgments_completed_total",
+            "judgments whose score box was written by a constrained continuation, by parse result",
+            ["result"],
+            registry=self.registry,
+        )
         self.kept_fraction = Histogram(
             "grm_kept_fraction",
             "kept / valid judgments per scored item",
@@ -68,6 +74,9 @@ class Metrics:
     # JudgeObserver
     def judged(self, result: JudgeResult) -> None:
         self.judgments.labels("valid").inc(result.valid)
+        completed = [s for s in result.samples if s.completed]
+        self.completed.labels("valid").inc(sum(s.scores is not None for s in completed))
+        self.completed.labels("invalid").inc(sum(s.scores is None for s in completed))
         if result.valid:
             self.kept_fraction.observe(result.kept / result.valid)
         self.tokens.labels("prompt").inc(result.usage.prompt_tokens)

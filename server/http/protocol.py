@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from server.core.prompts import Message
+from server.core.prompts import Message, StructuredOutput
 from server.core.types import JudgeRequest, JudgeResult, new_request_id
 
 
@@ -38,6 +38,11 @@ class Knobs(BaseModel):
     seed: int | None = Field(
         None, description="seed of orders, sampling and tie-breaks, 0..2^31-1; null = random (reported back)"
     )
+    structured_output: StructuredOutput | None = Field(
+        None,
+        description="free+complete (free reasoning, a judgment without a box gets it by a short constrained "
+        "continuation), regex (whole-judgment regex), off; null = the server's setting (by template)",
+    )
 
     def judge_request(
         self, messages: Sequence[Message], responses: Sequence[str], request_id: str | None = None
@@ -52,6 +57,7 @@ class Knobs(BaseModel):
             max_tokens=self.max_tokens,
             seed=self.seed,
             request_id=request_id or new_request_id(),
+            structured_output=self.structured_output,
         )
 
 
@@ -117,6 +123,10 @@ class SampleOut(BaseModel):
     principles: str
     critique: str
     error: str | None = Field(description="why the judgment could not be parsed")
+    finish_reason: str | None = Field(None, description="why sampling ended: stop, length, ... (null: unknown)")
+    completed: bool = Field(
+        False, description="its score box was written by a constrained continuation of this judgment"
+    )
 
 
 class ScoreResponse(BaseModel):
@@ -155,6 +165,8 @@ class ScoreResponse(BaseModel):
                     principles=s.principles,
                     critique=s.critique,
                     error=s.error,
+                    finish_reason=s.finish_reason,
+                    completed=s.completed,
                 )
                 for s in r.samples
             ]

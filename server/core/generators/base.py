@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -17,10 +18,28 @@ class SamplingConfig:
 
 @dataclass(frozen=True, slots=True)
 class Generation:
+    """`finish_reasons[i]`: why sample i ended (`stop`, `length`, ...; None when the engine does not say);
+    `token_ids[i]`: its output tokens when the engine returns them (empty otherwise)."""
+
     texts: tuple[str, ...]
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    finish_reasons: tuple[str | None, ...] = ()
+    token_ids: tuple[tuple[int, ...], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """A judgment to continue: `text` is the assistant's text so far (ending in `Scores: \\boxed{`);
+    `token_ids` are the sample's own output tokens, of which the prefix that decodes into `text` is reused."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+
+
+class ContinuationUnsupportedError(Exception):
+    """The backend cannot continue an assistant message; the caller resamples instead."""
 
 
 @runtime_checkable
@@ -35,6 +54,18 @@ class Generator(Protocol):
 
     async def generate(self, prompt: str, sampling: SamplingConfig, request_id: str) -> Generation:
         """Sample `sampling.n` judgments; cancelling the call aborts the engine request."""
+        ...
+
+    @property
+    def chars_per_token(self) -> float | None:
+        """The tokenizer's measured characters per token on judging prose; None when unknown."""
+        ...
+
+    async def continue_judgments(
+        self, prompt: str, partials: Sequence[Partial], sampling: SamplingConfig, request_id: str
+    ) -> Generation:
+        """Continue each partial judgment once (`sampling.n` is ignored); `texts[i]` is only the continuation
+        of `partials[i]`. Raise ContinuationUnsupportedError when the backend cannot continue."""
         ...
 
     async def check_ready(self) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import openai
 
 from server.core.errors import BackendError, BackendUnavailableError, InvalidRequestError
-from server.core.generators.base import Generation, SamplingConfig
+from server.core.generators.base import ContinuationUnsupportedError, Generation, Partial, SamplingConfig
 
 if TYPE_CHECKING:
     from server.core.settings import GeneratorSettings
@@ -26,10 +28,15 @@ class OpenAIGenerator:
         )
         self._model = settings.model
         self._error: str | None = "not connected yet"
+        self._can_continue = True
 
     @property
     def model_name(self) -> str:
         return self._settings.served_model_name or self._model or "unknown"
+
+    @property
+    def chars_per_token(self) -> float | None:
+        return None  # no tokenizer here: the whole-judgment regex keeps its one-character-per-token bounds
 
     async def start(self) -> None:
         try:
@@ -38,15 +45,53 @@ class OpenAIGenerator:
             pass  # the server may come up later; /ready reports it until then
 
     async def generate(self, prompt: str, sampling: SamplingConfig, request_id: str) -> Generation:
+        return await self._chat([{"role": "user", "content": prompt}], sampling, request_id, {})
+
+    async def continue_judgments(
+        self, prompt: str, partials: Sequence[Partial], sampling: SamplingConfig, request_id: str
+    ) -> Generation:
+        """Chat completions whose last message is the partial judgment, with vLLM's/SGLang's
+        `continue_final_message`; a server that refuses it is not asked again (the caller resamples)."""
+        if not self._can_continue:
+            raise ContinuationUnsupportedError(f"{self._settings.base_url} cannot continue a message")
+        extra = {"continue_final_message": True, "add_generation_prompt": False}
+        one = SamplingConfig(1, sampling.temperature, sampling.max_tokens, sampling.seed, sampling.regex)
+        try:
+            gens = await asyncio.gather(
+                *(
+                    self._chat(
+                        [{"role": "user", "content": prompt}, {"role": "assistant", "content": p.text}],
+                        one,
+                        f"{request_id}-{i}",
+                        extra,
+                    )
+                    for i, p in enumerate(partials)
+                )
+            )
+        except InvalidRequestError as exc:
+            if "continue_final_message" in exc.message or "add_generation_prompt" in exc.message:
+                self._can_continue = False  # the server does not know the field: never ask again
+            raise ContinuationUnsupportedError(exc.message) from exc
+        return Generation(
+            texts=tuple(g.texts[0] if g.texts else "" for g in gens),
+            prompt_tokens=sum(g.prompt_tokens for g in gens),
+            completion_tokens=sum(g.completion_tokens for g in gens),
+            cached_tokens=sum(g.cached_tokens for g in gens),
+            finish_reasons=tuple(g.finish_reasons[0] if g.finish_reasons else None for g in gens),
+        )
+
+    async def _chat(
+        self, messages: list[dict[str, str]], sampling: SamplingConfig, request_id: str, extra: dict[str, Any]
+    ) -> Generation:
         if self._model is None:
             await self.check_ready()
-        extra: dict[str, Any] = {}
+        extra = dict(extra)
         if sampling.regex:
             extra["structured_outputs"] = {"regex": sampling.regex}
         try:
             completion = await self._client.chat.completions.create(
                 model=self._model or "",
-                messages=[{"role": "user", "content": prompt}],
+                messages=messages,  # type: ignore[arg-type]
                 n=sampling.n,
                 temperature=sampling.temperature,
                 max_tokens=sampling.max_tokens,
@@ -72,6 +117,7 @@ class OpenAIGenerator:
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             cached_tokens=cached,
+            finish_reasons=tuple(c.finish_reason for c in choices),
         )
 
     async def check_ready(self) -> None:

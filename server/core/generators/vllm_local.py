@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from meta_rm.vllm_common import configure_cpu_environment, readiness_problem, shutdown
 from server.core.errors import BackendError, BackendUnavailableError, ConfigurationError, InvalidRequestError
-from server.core.generators.base import Generation, SamplingConfig
+from server.core.generators.base import Generation, Partial, SamplingConfig
+from server.core.prompts import TemplateName, measure_chars_per_token
 
 if TYPE_CHECKING:
     from server.core.settings import GeneratorSettings
@@ -38,11 +41,16 @@ class VLLMGenerator:
         self._engine: Any = None
         self._tokenizer: Any = None
         self._error: str | None = "engine not started"
+        self._chars_per_token: float | None = None
         self.aborted = 0  # engine requests aborted (cancel or timeout), for metrics and tests
 
     @property
     def model_name(self) -> str:
         return self._name
+
+    @property
+    def chars_per_token(self) -> float | None:
+        return self._chars_per_token
 
     async def start(self) -> None:
         configure_cpu_environment(self._cache_dir, self._settings.cpu_kvcache_gb)
@@ -79,6 +87,9 @@ class VLLMGenerator:
         )
         try:
             self._tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self._model_path)
+            self._chars_per_token = measure_chars_per_token(
+                lambda text: len(self._tokenizer.encode(text, add_special_tokens=False)), TemplateName.DEEPSEEK_GRM
+            )
             self._engine = AsyncLLM.from_engine_args(args)
         except Exception as exc:
             self._error = f"vLLM engine failed to start: {exc}"
@@ -96,9 +107,6 @@ class VLLMGenerator:
     async def generate(self, prompt: str, sampling: SamplingConfig, request_id: str) -> Generation:
         if self._engine is None:
             raise BackendUnavailableError(self._error or "engine not started")
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-
         ids = await asyncio.to_thread(self._encode, prompt)
         budget = self._settings.max_model_len - sampling.max_tokens
         if len(ids) > budget:
@@ -108,6 +116,50 @@ class VLLMGenerator:
                 param="responses",
                 code="context_length_exceeded",
             )
+        return await self._run(ids, sampling, request_id)
+
+    async def continue_judgments(
+        self, prompt: str, partials: Sequence[Partial], sampling: SamplingConfig, request_id: str
+    ) -> Generation:
+        """Prompt token ids + the sample's own output tokens (as far as they decode into the kept text)
+        + the tokens of the rest, one engine request per partial, all concurrent."""
+        if self._engine is None:
+            raise BackendUnavailableError(self._error or "engine not started")
+        ids = await asyncio.to_thread(self._encode, prompt)
+        room = self._settings.max_model_len - sampling.max_tokens - len(ids)
+        one = replace(sampling, n=1)
+        heads = [await asyncio.to_thread(self._continued_ids, p, room) for p in partials]
+        gens = await asyncio.gather(*(self._run(ids + head, one, f"{request_id}-{i}") for i, head in enumerate(heads)))
+        return Generation(
+            texts=tuple(g.texts[0] for g in gens),
+            prompt_tokens=sum(g.prompt_tokens for g in gens),
+            completion_tokens=sum(g.completion_tokens for g in gens),
+            cached_tokens=sum(g.cached_tokens for g in gens),
+            finish_reasons=tuple(g.finish_reasons[0] for g in gens),
+            token_ids=tuple(g.token_ids[0] for g in gens),
+        )
+
+    def _continued_ids(self, partial: Partial, room: int) -> list[int]:
+        """Tokens of `partial.text`: the longest prefix of its output tokens that decodes into a prefix of
+        the text, then the rest encoded; the kept part is shortened from its end if the context is short."""
+        tok, text, out = self._tokenizer, partial.text, list(partial.token_ids)
+        low, high = 0, len(out)
+        while low < high:  # largest m whose decoded prefix is a prefix of the text
+            mid = (low + high + 1) // 2
+            if text.startswith(tok.decode(out[:mid], skip_special_tokens=False)):
+                low = mid
+            else:
+                high = mid - 1
+        done = len(tok.decode(out[:low], skip_special_tokens=False))
+        head, tail = out[:low], list(tok.encode(text[done:], add_special_tokens=False))
+        if len(head) + len(tail) > room:
+            head = head[: max(0, room - len(tail))]
+        return head + tail
+
+    async def _run(self, ids: list[int], sampling: SamplingConfig, request_id: str) -> Generation:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
         params = SamplingParams(
             n=sampling.n,
             temperature=sampling.temperature,
@@ -137,6 +189,8 @@ class VLLMGenerator:
             prompt_tokens=len(ids),
             completion_tokens=sum(len(c.token_ids) for c in outputs),
             cached_tokens=final.num_cached_tokens or 0,
+            finish_reasons=tuple(c.finish_reason for c in outputs),
+            token_ids=tuple(tuple(c.token_ids) for c in outputs),
         )
 
     async def check_ready(self) -> None:

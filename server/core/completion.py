@@ -1,0 +1,152 @@
+"""Box completion: a judgment without a parseable box is cut back to a clean point and its score box is
+written by a short constrained continuation of that same judgment (or, where the backend cannot continue,
+the judgment is resampled)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from server.core.errors import BackendError, GRMError, InvalidRequestError
+from server.core.generators.base import (
+    ContinuationUnsupportedError,
+    Generation,
+    Generator,
+    Partial,
+    SamplingConfig,
+)
+from server.core.prompts import box_scores_regex
+from server.core.types import Sample, Usage
+from voting import map_to_caller, parse_scores, split_judgment
+from voting.orders import OrderGroup
+
+logger = logging.getLogger(__name__)
+
+BOX_OPEN = "Scores: \\boxed{"
+_CLEAN_END = re.compile(r"[.!?。！？](?=\s|$)|\n")
+
+
+def completion_prefix(text: str) -> str:
+    """The judgment's text up to its last clean point, then `Scores: \\boxed{`, ready to be continued.
+
+    A started (broken or miscounted) score box is dropped with its line; otherwise the text is cut after
+    its last full sentence or line, so a judgment stopped mid-word by max_tokens ends cleanly."""
+    cut = text
+    box = cut.rfind("\\boxed")
+    if box >= 0:
+        cut = cut[: cut.rfind("\n", 0, box) + 1]
+    ends = [m.end() for m in _CLEAN_END.finditer(cut)]
+    if ends:
+        cut = cut[: ends[-1]]
+    cut = cut.rstrip()
+    return f"{cut}\n{BOX_OPEN}" if cut else BOX_OPEN
+
+
+def completion_max_tokens(n_responses: int) -> int:
+    """Enough tokens for n scores, their separators and the closing brace, whatever the tokenizer."""
+    return 4 * n_responses + 8
+
+
+def parse_text(
+    group: OrderGroup, text: str, n: int, finish_reason: str | None = None, *, completed: bool = False
+) -> Sample:
+    """One judgment's text -> a Sample with scores mapped back to the caller's order."""
+    parsed = parse_scores(text, n)
+    principles, critique = split_judgment(text)
+    scores = map_to_caller(parsed.scores, group.order) if parsed.scores is not None else None
+    error = None if parsed.error is None else f"{parsed.error.value}: {parsed.detail}"
+    return Sample(
+        scores, group.order, text, principles, critique, error, finish_reason=finish_reason, completed=completed
+    )
+
+
+def parse_generation(group: OrderGroup, gen: Generation, n: int) -> list[Sample]:
+    reasons = gen.finish_reasons or (None,) * len(gen.texts)
+    return [parse_text(group, text, n, reason) for text, reason in zip(gen.texts, reasons, strict=True)]
+
+
+def first_error(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+@dataclass(frozen=True, slots=True)
+class BoxCompleter:
+    """Completes every unparseable judgment of one attempt; `resample` is how to sample afresh where the
+    backend cannot continue (same budget and regex as the attempt)."""
+
+    generator: Generator
+    n: int
+    temperature: float
+    seed: int
+    resample: SamplingConfig
+
+    async def complete(
+        self,
+        request_id: str,
+        groups: Sequence[OrderGroup],
+        prompts: Sequence[str],
+        gens: Sequence[Generation],
+        parsed: Sequence[list[Sample]],
+    ) -> tuple[list[list[Sample]], Usage]:
+        """The samples with completions in place of the judgments that had no parseable box, and the
+        tokens the continuations cost."""
+        todo = [j for j, samples in enumerate(parsed) if any(s.scores is None for s in samples)]
+        out = [list(samples) for samples in parsed]
+        if not todo:
+            return out, Usage()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self._group(f"{request_id}-c{j}", groups[j], prompts[j], gens[j], out[j], j))
+                    for j in todo
+                ]
+        except BaseExceptionGroup as group:
+            first = first_error(group)
+            if isinstance(first, GRMError):
+                raise first from None
+            raise BackendError(f"completing judgments failed: {type(first).__name__}: {first}") from first
+        usage = Usage()
+        for j, task in zip(todo, tasks, strict=True):
+            out[j], extra = task.result()
+            usage = usage + extra
+        return out, usage
+
+    async def _group(
+        self, request_id: str, group: OrderGroup, prompt: str, gen: Generation, samples: list[Sample], j: int
+    ) -> tuple[list[Sample], Usage]:
+        missing = [i for i, s in enumerate(samples) if s.scores is None]
+        partials = [
+            Partial(completion_prefix(samples[i].text), gen.token_ids[i] if gen.token_ids else ()) for i in missing
+        ]
+        sampling = SamplingConfig(
+            1, self.temperature, completion_max_tokens(self.n), (self.seed + j) % 2**31, box_scores_regex(self.n)
+        )
+        try:
+            cont = await self.generator.continue_judgments(prompt, partials, sampling, request_id)
+        except ContinuationUnsupportedError as exc:
+            logger.info("%s: cannot continue judgments (%s); resampling %d", request_id, exc, len(missing))
+            return await self._resample(request_id, group, prompt, samples, missing)
+        except InvalidRequestError as exc:  # e.g. the context is full: the judgments stay invalid
+            logger.warning("%s: completing %d judgments refused: %s", request_id, len(missing), exc.message)
+            return samples, Usage()
+        out = list(samples)
+        for i, partial, text in zip(missing, partials, cont.texts, strict=True):
+            out[i] = parse_text(group, partial.text + text, self.n, samples[i].finish_reason, completed=True)
+        return out, Usage(cont.prompt_tokens, cont.completion_tokens, cont.cached_tokens, len(missing))
+
+    async def _resample(
+        self, request_id: str, group: OrderGroup, prompt: str, samples: list[Sample], missing: list[int]
+    ) -> tuple[list[Sample], Usage]:
+        sampling = SamplingConfig(
+            len(missing), self.temperature, self.resample.max_tokens, (self.seed + 7919) % 2**31, self.resample.regex
+        )
+        gen = await self.generator.generate(prompt, sampling, f"{request_id}-r")
+        out = list(samples)
+        for i, fresh in zip(missing, parse_generation(group, gen, self.n), strict=True):
+            out[i] = fresh
+        return out, Usage(gen.prompt_tokens, gen.completion_tokens, gen.cached_tokens, 1)
