@@ -1,4 +1,4 @@
-"""The `grm-server` command line: score, serve, meta-rm, eval."""
+"""The `grm-server` command line: score, serve, meta-rm, eval, reproduce."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import typer
 from server.cli.common import MetaRMOption, cli_errors, load_settings, meta_rm_overrides
 from server.cli.eval import eval_command
 from server.cli.meta import meta_app
+from server.cli.reproduce import reproduce_command
 from server.core.settings import Backend, Settings
 from server.http.protocol import ScoreItem, ScoreParams, ScoreResponse
 
@@ -23,6 +24,7 @@ app = typer.Typer(
 
 app.add_typer(meta_app, name="meta-rm")
 app.command("eval")(eval_command)
+app.command("reproduce")(reproduce_command)
 
 
 @app.callback()

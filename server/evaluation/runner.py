@@ -93,10 +93,24 @@ def request_bodies(item: EvalItem, spec: RunSpec) -> dict[str, dict[str, Any]]:
 
 def _part(response: dict[str, Any]) -> dict[str, Any]:
     samples = [
-        {"scores": s["scores"], "order": s["order"], "meta_reward": s.get("meta_reward"), "error": s.get("error")}
+        {
+            "scores": s["scores"],
+            "order": s["order"],
+            "meta_reward": s.get("meta_reward"),
+            "error": s.get("error"),
+            "finish_reason": s.get("finish_reason"),
+            "completed": bool(s.get("completed", False)),
+        }
         for s in response.get("samples") or []
     ]
-    return {"k": response["k"], "k_meta": response["k_meta"], "valid": response["valid"], "samples": samples}
+    usage = {key: int(response.get("usage", {}).get(key, 0)) for key in ("prompt_tokens", "completion_tokens")}
+    return {
+        "k": response["k"],
+        "k_meta": response["k_meta"],
+        "valid": response["valid"],
+        "samples": samples,
+        "usage": usage,
+    }
 
 
 async def judge_item(item: EvalItem, scorer: Scorer, spec: RunSpec) -> dict[str, Any]:
