@@ -37,10 +37,9 @@ class StructuredOutput(enum.StrEnum):
     OFF = "off"
 
 
-# Default judgment budgets per template (see docs/settings.md, "Judgment budgets", for the source):
-# released DeepSeek-GRM checkpoints write ~500-900 tokens of principles and critique for a pair,
-# longer for more responses; 2048 leaves room for that without a cut. The generic template's
-# worked example asks for one line per section.
+# Default judgment budgets per template (README, "Judgments whole", gives the source): a DeepSeek-GRM
+# judgment of a pair was seen at ~700 tokens; 2048 leaves ~3x room. The generic template's worked
+# example asks for one line per section.
 DEFAULT_MAX_TOKENS = {"deepseek-grm": 2048, "generic": 512}
 
 
