@@ -221,3 +221,15 @@ def test_characters_per_token_are_measured_on_the_template() -> None:
     words = measure_chars_per_token(lambda text: len(text.split()), TemplateName.DEEPSEEK_GRM)
     chars = measure_chars_per_token(len, TemplateName.DEEPSEEK_GRM)
     assert chars == 1.0 and 4.0 < words < 9.0
+
+
+async def test_a_box_of_its_own_before_a_broken_one_is_kept_without_an_engine_call() -> None:
+    def judge(prompt: str, i: int) -> str:  # regex mode cut short after an inline box: "...\nScores: \boxed{"
+        own = ", ".join(str(min(10, len(r))) for r in shown_responses(prompt))
+        return f"Specific Criteria: a.\nAnalysis: b. Scores: \\boxed{{{own}}}\nScores: \\boxed{{"
+
+    gen = ScriptedGenerator(judge=judge, finish_reason=lambda t: "length")
+    result = await grm_service(gen).judge(request(RESPONSES, k=3, seed=1))
+    assert result.valid == 3 and all(s.completed for s in result.samples) and not gen.continued
+    assert all(s.scores == (1, 7, 3) and s.text.endswith("}") for s in result.samples)
+    assert result.usage.engine_calls == 3

@@ -30,7 +30,8 @@ _CLEAN_END = re.compile(r"[.!?。！？](?=\s|$)|\n")
 
 
 def completion_prefix(text: str) -> str:
-    """The judgment's text up to its last clean point, then `Scores: \\boxed{`, ready to be continued.
+    """The judgment's text up to its last clean point, then `Scores: \\boxed{`, ready to be continued
+    (when the kept text already ends in a valid box of its own, the caller keeps it as it is).
 
     A started (broken or miscounted) score box is dropped with its line; otherwise the text is cut after
     its last full sentence or line, so a judgment stopped mid-word by max_tokens ends cleanly."""
@@ -119,7 +120,15 @@ class BoxCompleter:
     async def _group(
         self, request_id: str, group: OrderGroup, prompt: str, gen: Generation, samples: list[Sample], j: int
     ) -> tuple[list[Sample], Usage]:
-        missing = [i for i, s in enumerate(samples) if s.scores is None]
+        out = list(samples)
+        for i, s in enumerate(samples):  # a box of its own before a broken last one: cutting back is enough
+            if s.scores is None:
+                kept = completion_prefix(s.text)[: -len(BOX_OPEN)].rstrip()
+                if kept and parse_scores(kept, self.n).scores is not None:
+                    out[i] = parse_text(group, kept, self.n, s.finish_reason, completed=True)
+        missing = [i for i, s in enumerate(out) if s.scores is None]
+        if not missing:
+            return out, Usage()
         partials = [
             Partial(completion_prefix(samples[i].text), gen.token_ids[i] if gen.token_ids else ()) for i in missing
         ]
@@ -130,11 +139,10 @@ class BoxCompleter:
             cont = await self.generator.continue_judgments(prompt, partials, sampling, request_id)
         except ContinuationUnsupportedError as exc:
             logger.info("%s: cannot continue judgments (%s); resampling %d", request_id, exc, len(missing))
-            return await self._resample(request_id, group, prompt, samples, missing)
+            return await self._resample(request_id, group, prompt, out, missing)
         except InvalidRequestError as exc:  # e.g. the context is full: the judgments stay invalid
             logger.warning("%s: completing %d judgments refused: %s", request_id, len(missing), exc.message)
-            return samples, Usage()
-        out = list(samples)
+            return out, Usage()
         for i, partial, text in zip(missing, partials, cont.texts, strict=True):
             out[i] = parse_text(group, partial.text + text, self.n, samples[i].finish_reason, completed=True)
         return out, Usage(cont.prompt_tokens, cont.completion_tokens, cont.cached_tokens, len(missing))

@@ -29,6 +29,11 @@ class Generation:
     token_ids: tuple[tuple[int, ...], ...] = ()
 
 
+def nth_seed(seed: int | None, i: int) -> int | None:
+    """A distinct seed for the i-th of several one-sample requests made from one seeded call."""
+    return None if seed is None else (seed + 104_729 * i) % 2**31
+
+
 @dataclass(frozen=True, slots=True)
 class Partial:
     """A judgment to continue: `text` is the assistant's text so far (ending in `Scores: \\boxed{`);

@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any
 import openai
 
 from server.core.errors import BackendError, BackendUnavailableError, InvalidRequestError
-from server.core.generators.base import ContinuationUnsupportedError, Generation, Partial, SamplingConfig
+from server.core.generators.base import (
+    ContinuationUnsupportedError,
+    Generation,
+    Partial,
+    SamplingConfig,
+    nth_seed,
+)
 
 if TYPE_CHECKING:
     from server.core.settings import GeneratorSettings
@@ -55,13 +61,14 @@ class OpenAIGenerator:
         if not self._can_continue:
             raise ContinuationUnsupportedError(f"{self._settings.base_url} cannot continue a message")
         extra = {"continue_final_message": True, "add_generation_prompt": False}
-        one = SamplingConfig(1, sampling.temperature, sampling.max_tokens, sampling.seed, sampling.regex)
         try:
             gens = await asyncio.gather(
                 *(
                     self._chat(
                         [{"role": "user", "content": prompt}, {"role": "assistant", "content": p.text}],
-                        one,
+                        SamplingConfig(
+                            1, sampling.temperature, sampling.max_tokens, nth_seed(sampling.seed, i), sampling.regex
+                        ),
                         f"{request_id}-{i}",
                         extra,
                     )

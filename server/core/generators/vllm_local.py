@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from meta_rm.vllm_common import configure_cpu_environment, readiness_problem, shutdown
 from server.core.errors import BackendError, BackendUnavailableError, ConfigurationError, InvalidRequestError
-from server.core.generators.base import Generation, Partial, SamplingConfig
+from server.core.generators.base import Generation, Partial, SamplingConfig, nth_seed
 from server.core.prompts import TemplateName, measure_chars_per_token
 
 if TYPE_CHECKING:
@@ -127,9 +127,13 @@ class VLLMGenerator:
             raise BackendUnavailableError(self._error or "engine not started")
         ids = await asyncio.to_thread(self._encode, prompt)
         room = self._settings.max_model_len - sampling.max_tokens - len(ids)
-        one = replace(sampling, n=1)
         heads = [await asyncio.to_thread(self._continued_ids, p, room) for p in partials]
-        gens = await asyncio.gather(*(self._run(ids + head, one, f"{request_id}-{i}") for i, head in enumerate(heads)))
+        gens = await asyncio.gather(
+            *(
+                self._run(ids + head, replace(sampling, n=1, seed=nth_seed(sampling.seed, i)), f"{request_id}-{i}")
+                for i, head in enumerate(heads)
+            )
+        )
         return Generation(
             texts=tuple(g.texts[0] for g in gens),
             prompt_tokens=sum(g.prompt_tokens for g in gens),
