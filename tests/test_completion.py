@@ -143,7 +143,8 @@ def test_completion_metric_counts_completed_judgments() -> None:
     from server.core.types import JudgeResult, Sample, Usage
 
     samples = tuple(
-        Sample((5,), (0,), "t", "", "", None, completed=c, finish_reason="length" if c else "stop") for c in (1, 1, 0)
+        Sample((5,), (0,), "t", "", "", None, completed=c, finish_reason="length" if c else "stop")
+        for c in (True, True, False)
     )
     metrics.judged(JudgeResult("r", "m", (15,), (5.0,), 0, 3, 0, 3, 3, 1, Usage(), samples))
     assert 'grm_judgments_completed_total{result="valid"} 2.0' in metrics.render().decode()

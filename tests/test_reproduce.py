@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ SAMPLE = ROOT / "tests" / "data" / "dev_sample.jsonl"
 
 def write_benchmarks(path: Path) -> Path:
     sources = ["reward_bench/chat", "RMB/helpfulness", "llmbar/natural"]
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"id": f"q{i}", "source": sources[i % 3], "category": None, "prompt": f"Question {i}?",
          "responses": [f"a longer, better answer {i}", f"short {i}"], "label": i % 2, "meta": {}}
         for i in range(9)
