@@ -104,6 +104,7 @@ def test_trl_grpo_trainer_trains_on_grm_rewards(live_url: str, tmp_path: Any) ->
         report_to=[],
         use_cpu=True,
         save_strategy="no",
+        gradient_checkpointing=False,
         seed=0,
     )
     trainer = trl.GRPOTrainer(model=policy, reward_funcs=[reward], args=config, train_dataset=dataset)
