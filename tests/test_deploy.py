@@ -359,6 +359,26 @@ def test_k8s_server_probes_ports_and_autoscaling() -> None:
     assert "nvidia.com/gpu" not in str(pod["resources"]), "the reward server itself needs no GPU"
 
 
+def test_k8s_ingress_routes_a_prompt_group_to_one_replica_by_the_client_header() -> None:
+    from server.integrations.client import GROUP_KEY_HEADER
+
+    ingress = k8s("Ingress", "grm-server")
+    notes = ingress["metadata"]["annotations"]
+    # ingress-nginx consistent hashing on the header the client and adapters send ($http_ + lower, - -> _)
+    assert notes["nginx.ingress.kubernetes.io/upstream-hash-by"] == "$http_" + GROUP_KEY_HEADER.lower().replace(
+        "-", "_"
+    )
+    assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= Settings().limits.request_timeout_s
+    body_mb = int(notes["nginx.ingress.kubernetes.io/proxy-body-size"].rstrip("m"))
+    assert body_mb * 1_000_000 >= Settings().limits.max_body_bytes
+    (rule,) = ingress["spec"]["rules"]
+    (path,) = rule["http"]["paths"]
+    backend = path["backend"]["service"]
+    service = k8s("Service", backend["name"])
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    assert service["spec"]["selector"] == k8s("Deployment", "grm-server")["spec"]["selector"]["matchLabels"]
+
+
 @pytest.mark.parametrize(
     ("name", "url_key"), [("grm-vllm", "GRM_GENERATOR__BASE_URL"), ("meta-rm-vllm", "GRM_META_RM__BASE_URL")]
 )

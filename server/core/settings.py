@@ -115,6 +115,28 @@ class SupervisionSettings(BaseModel):
     check_interval_s: float = Field(2.0, gt=0, description="how often a running engine is checked")
 
 
+class RewardSettings(BaseModel):
+    """RL-trainer reward routes (/get_reward, /reward): what a prompt group that cannot be judged gets."""
+
+    fallback: float = Field(
+        5.5,
+        ge=0,
+        le=10,
+        description="reward (1..10 scale) of a rollout whose prompt group has no valid judgment or is out of limits; "
+        "flagged `valid=0` in extra_logs",
+    )
+    strict: bool = Field(False, description="fail the whole call (4xx/502) instead of using the fallback reward")
+    join: bool = Field(
+        True,
+        description="judge rollouts of one prompt that arrive close together (per-sample calls) in one judgment "
+        "of at most limits.reward_group_cap responses",
+    )
+    join_window_s: float = Field(
+        0.05, ge=0, le=10, description="a joint group is judged when no rollout of its prompt arrived for this long"
+    )
+    join_max_wait_s: float = Field(0.5, ge=0, le=60, description="longest a rollout waits for others of its prompt")
+
+
 class ServerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="bind address")
     port: int = Field(8000, ge=0, le=65535, description="bind port")
@@ -130,6 +152,7 @@ class Settings(BaseSettings):
     judging: JudgingSettings = Field(default_factory=JudgingSettings)  # type: ignore[arg-type]
     limits: LimitsSettings = Field(default_factory=LimitsSettings)  # type: ignore[arg-type]
     server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
+    rewards: RewardSettings = Field(default_factory=RewardSettings)  # type: ignore[arg-type]
     meta_rm: MetaRMSettings = Field(default_factory=MetaRMSettings)  # type: ignore[arg-type]
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)  # type: ignore[arg-type]
 

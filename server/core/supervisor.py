@@ -6,14 +6,14 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from meta_rm.errors import MetaRMError
 from meta_rm.protocol import MetaRM, MetaRMInput
 from server.core.errors import BackendUnavailableError, GRMError, from_meta_rm
-from server.core.generators.base import Generation, Generator, SamplingConfig
+from server.core.generators.base import Generation, Generator, Partial, SamplingConfig
 
 if TYPE_CHECKING:
     from server.core.settings import SupervisionSettings
@@ -161,10 +161,27 @@ class SupervisedGenerator:
     async def start(self) -> None:
         await self.supervisor.start()
 
+    @property
+    def chars_per_token(self) -> float | None:
+        return self.inner.chars_per_token
+
     async def generate(self, prompt: str, sampling: SamplingConfig, request_id: str) -> Generation:
-        self.supervisor.require_ready()
+        return await self._guard(self.inner.generate(prompt, sampling, request_id))
+
+    async def continue_judgments(
+        self, prompt: str, partials: Sequence[Partial], sampling: SamplingConfig, request_id: str
+    ) -> Generation:
+        return await self._guard(self.inner.continue_judgments(prompt, partials, sampling, request_id))
+
+    async def _guard(self, call: Coroutine[Any, Any, Generation]) -> Generation:
+        """Run an engine call; an engine found dead turns into 503 with Retry-After and wakes the watchdog."""
         try:
-            return await self.inner.generate(prompt, sampling, request_id)
+            self.supervisor.require_ready()
+        except GRMError:
+            call.close()
+            raise
+        try:
+            return await call
         except GRMError as exc:
             if not _dead(exc):
                 raise

@@ -55,7 +55,7 @@ def create_app(settings: Settings, generator: Generator | None = None, meta_rm: 
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.serving = Serving(runtime, settings)
+    app.state.serving = Serving(runtime, settings, join_observer=metrics)
     app.state.api_keys = [k.get_secret_value().encode() for k in settings.server.api_keys]
     install_error_handlers(app)
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_body_bytes=settings.limits.max_body_bytes)

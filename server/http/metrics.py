@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 from server.core.supervisor import STATES, EngineState
@@ -70,6 +72,32 @@ class Metrics:
             self.engine_restarts.labels(engine).inc()
         for s in STATES:
             self.engine_states.labels(engine, s.value).set(1 if s is state else 0)
+
+        self.join_size = Histogram(
+            "grm_reward_join_size",
+            "responses per joint judgment of reward traffic (/get_reward, /reward)",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
+        self.join_callers = Histogram(
+            "grm_reward_join_callers",
+            "requests joined into one judgment",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
+        self.join_wait = Histogram(
+            "grm_reward_join_wait_seconds",
+            "time a request waited for others of its prompt",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+
+    # JoinObserver
+    def joined(self, size: int, waits: Sequence[float]) -> None:
+        self.join_size.observe(size)
+        self.join_callers.observe(len(waits))
+        for wait in waits:
+            self.join_wait.observe(wait)
 
     # JudgeObserver
     def judged(self, result: JudgeResult) -> None:

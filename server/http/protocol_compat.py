@@ -16,8 +16,13 @@ class _Lenient(Knobs):
     model_config = ConfigDict(extra="allow")
 
 
+# vLLM's Score API has named its two sides three ways over its versions; all mean (query side, candidate side).
+_SCORE_ALIASES = (("queries", "documents"), ("data_1", "data_2"))
+
+
 class VLLMScoreRequest(_Lenient):
-    """vLLM Score API: `text_1` is the query, the `text_2` candidates are judged together against it."""
+    """vLLM Score API: `text_1` is the query, the `text_2` candidates are judged together against it.
+    `queries`/`documents` and `data_1`/`data_2` are accepted as the same two fields."""
 
     model: str | None = None
     text_1: str | list[str]
@@ -29,6 +34,19 @@ class VLLMScoreRequest(_Lenient):
         for text in [value] if isinstance(value, str) else value:
             valid_unicode(text)
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "text_1" in data or "text_2" in data:
+            return data
+        for first, second in _SCORE_ALIASES:
+            if first in data or second in data:
+                data = dict(data)
+                data["text_1"] = data.pop(first, None)
+                data["text_2"] = data.pop(second, None)
+                return data
+        return data
 
     @model_validator(mode="after")
     def _shapes(self) -> VLLMScoreRequest:
@@ -79,8 +97,6 @@ class RewardRequest(_Lenient):
 
     @model_validator(mode="after")
     def _shapes(self) -> RewardRequest:
-        if not self.query:
-            raise ValueError("query must not be empty")
         if self.prompts is not None and len(self.prompts) != len(self.query):
             raise ValueError("prompts must have one entry per query")
         return self
@@ -89,7 +105,17 @@ class RewardRequest(_Lenient):
 class RewardResponse(BaseModel):
     rewards: list[float] = Field(description="per rollout: mean score over the kept judgments (1..10)")
     scores: list[float] = Field(description="per rollout: the same reward mapped to 0..1")
-    extra_logs: dict[str, list[float]]
+    extra_logs: dict[str, list[float]] = Field(
+        description="per rollout: voted_sum, valid_judgments, and valid (0 = fallback reward, prompt group not judged)"
+    )
+
+
+class SlimeRewardRequest(_Lenient):
+    """slime's remote reward: one rollout per call; the answer body is the reward (a JSON number)."""
+
+    prompt: Text | list[ChatMessageIn]
+    response: Text
+    label: Any = None
 
 
 class ChatMessageIn(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,9 +15,11 @@ from server.core.errors import (
     GRMError,
     InvalidRequestError,
     NotFoundError,
+    NoValidJudgmentError,
     invalid_from_errors,
     meta_rm_errors,
 )
+from server.core.grouping import Joiner, JoinObserver
 from server.core.judging import JudgeService
 from server.core.prompts import Message
 from server.core.settings import Settings
@@ -43,9 +46,14 @@ from server.http.protocol_compat import (
     RewardRequest,
     RewardResponse,
     ScoreData,
+    SlimeRewardRequest,
     VLLMScoreRequest,
     VLLMScoreResponse,
 )
+
+logger = logging.getLogger(__name__)
+
+_CALL_KNOBS = frozenset({"k", "k_meta", "temperature", "max_tokens", "seed"})
 
 
 def unit_score(mean: float) -> float:
@@ -80,9 +88,24 @@ class Runtime:
 class Serving:
     """One instance per app; every public method is one API surface."""
 
-    def __init__(self, runtime: Runtime, settings: Settings) -> None:
+    def __init__(self, runtime: Runtime, settings: Settings, join_observer: JoinObserver | None = None) -> None:
         self.runtime = runtime
         self.settings = settings
+        self.join_observer = join_observer
+        self._joiner: Joiner | None = None
+
+    def joiner(self, service: JudgeService) -> Joiner:
+        """The joint-judging front of the running service (rebuilt when the service changes)."""
+        if self._joiner is None or self._joiner.service is not service:
+            rw = self.settings.rewards
+            self._joiner = Joiner(
+                service,
+                cap=self.settings.limits.reward_group_cap,
+                window_s=rw.join_window_s,
+                max_wait_s=rw.join_max_wait_s,
+                observer=self.join_observer,
+            )
+        return self._joiner
 
     @property
     def model_name(self) -> str:
@@ -166,7 +189,8 @@ class Serving:
         )
 
     async def get_reward(self, req: RewardRequest, request_id: str) -> RewardResponse:
-        """OpenRLHF remote RM: rollouts sharing a prompt are judged together (at most `reward_group_cap`)."""
+        """OpenRLHF remote RM: rollouts sharing a prompt are judged together (at most `reward_group_cap`).
+        A group that cannot be judged gets `rewards.fallback` and `valid=0` unless `rewards.strict`."""
         cap = self.settings.limits.reward_group_cap
         prompts = req.prompts if req.prompts is not None else [""] * len(req.query)
         by_prompt: dict[str, list[_Group]] = {}
@@ -184,27 +208,66 @@ class Serving:
                 chunks.append(_Group((Message("user", prompt),)))
             chunks[-1].add(index, full[len(prompt) :])
         groups = [g for chunks in by_prompt.values() for g in chunks]
-        results = await self._judge_groups(groups, req, request_id, "query")
-        rewards = [0.0] * len(req.query)
-        sums = [0.0] * len(req.query)
-        neutralized = [0.0] * len(req.query)
-        neutralized_prompt = [0.0] * len(req.query)
-        for group, result in zip(groups, results, strict=True):
+        outcomes = await self._judge_groups_or_fallback(groups, req, request_id, "query")
+        n = len(req.query)
+        fallback = self.settings.rewards.fallback
+        rewards, sums, valid_judgments, valid = [fallback] * n, [0.0] * n, [0.0] * n, [0.0] * n
+        neutralized, neutralized_prompt = [0.0] * n, [0.0] * n
+        for group, result in zip(groups, outcomes, strict=True):
+            if result is None:
+                continue
             for pos, index in enumerate(group.indices):
                 rewards[index] = result.scores[pos]
                 sums[index] = float(result.rewards[pos])
-                neutralized[index] = float(result.neutralized.responses[pos])
+                valid_judgments[index] = float(result.valid)
+                valid[index] = 1.0
+                neutralized[index] = float(result.neutralized.responses[pos]) if result.neutralized.responses else 0.0
                 neutralized_prompt[index] = float(result.neutralized.conversation)
         return RewardResponse(
             rewards=rewards,
             scores=[unit_score(r) for r in rewards],
             extra_logs={
                 "voted_sum": sums,
-                "valid_judgments": [float(r.valid) for g, r in zip(groups, results, strict=True) for _ in g.indices],
+                "valid_judgments": valid_judgments,
+                "valid": valid,
                 "neutralized": neutralized,
                 "neutralized_prompt": neutralized_prompt,
             },
         )
+
+    async def slime_reward(self, req: SlimeRewardRequest, request_id: str) -> float:
+        """slime remote RM: one rollout; the answer is its reward (mean score 1..10, or the fallback)."""
+        if isinstance(req.prompt, str):
+            conversation: tuple[Message, ...] = (Message("user", req.prompt),)
+        else:
+            conversation = tuple(Message("system" if m.role == "developer" else m.role, m.text()) for m in req.prompt)
+        group = _Group(conversation)
+        group.add(0, req.response)
+        (result,) = await self._judge_groups_or_fallback([group], req, request_id, "response")
+        return self.settings.rewards.fallback if result is None else result.scores[0]
+
+    async def _judge_groups_or_fallback(
+        self, groups: Sequence[_Group], knobs: Knobs, request_id: str, param: str
+    ) -> list[JudgeResult | None]:
+        """Judge reward groups, jointly with concurrent calls for the same prompt when `rewards.join`.
+        A group that cannot be judged (bad input, no valid judgment) is None unless `rewards.strict`;
+        engine outages still fail the call so the trainer retries."""
+        service = self.runtime.require()
+        judge = self.joiner(service).judge if self.settings.rewards.join else service.judge
+        strict = self.settings.rewards.strict
+
+        async def one(req: JudgeRequest) -> JudgeResult | None:
+            try:
+                return await judge(req)
+            except (InvalidRequestError, NoValidJudgmentError) as exc:
+                if strict or exc.param in _CALL_KNOBS:  # a bad knob is the caller's error, not the group's
+                    raise
+                logger.warning("%s: fallback reward for %d rollouts: %s", req.request_id, len(req.responses), exc)
+                return None
+
+        requests = [knobs.judge_request(g.messages, g.texts, f"{request_id}-{j}") for j, g in enumerate(groups)]
+        async with service.admit(len(requests), param=param):
+            return list(await asyncio.gather(*(one(r) for r in requests)))
 
     async def chat_reward(self, req: ChatRewardRequest, request_id: str) -> ChatRewardResponse:
         """OpenAI-compatible reward call: judge the final assistant turn against the conversation before it."""

@@ -1,4 +1,4 @@
-"""Compatible routes: vLLM Score API, OpenRLHF /get_reward, OpenAI chat completions and models."""
+"""Compatible routes: vLLM Score API, OpenRLHF /get_reward, slime /reward, OpenAI chat completions and models."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from server.http.protocol_compat import (
     ModelList,
     RewardRequest,
     RewardResponse,
+    SlimeRewardRequest,
     VLLMScoreRequest,
     VLLMScoreResponse,
 )
@@ -28,6 +29,11 @@ async def vllm_score(
 @router.post("/get_reward", summary="OpenRLHF remote reward model shape")
 async def get_reward(body: RewardRequest, request: Request, serving: ServingDep, rid: RequestIdDep) -> RewardResponse:
     return await until_disconnect(request, serving.get_reward(body, rid))
+
+
+@router.post("/reward", summary="slime remote reward model shape: the answer is a JSON number")
+async def slime_reward(body: SlimeRewardRequest, request: Request, serving: ServingDep, rid: RequestIdDep) -> float:
+    return await until_disconnect(request, serving.slime_reward(body, rid))
 
 
 @router.post("/v1/chat/completions", summary="Reward of the final assistant turn, OpenAI chat shape (no streaming)")

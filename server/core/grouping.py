@@ -1,0 +1,178 @@
+"""Joint judging of per-sample reward traffic: rollouts of one prompt arriving close together share one judgment."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from server.core.errors import InvalidRequestError
+from server.core.judging import JudgeService, plan_request
+from server.core.prompts import Message
+from server.core.types import JudgeRequest, JudgeResult
+
+_Key = tuple[tuple[Message, ...], int | None, int | None, float | None, int | None, int | None]
+
+
+class JoinObserver(Protocol):
+    """Receives one call per joint judgment (the server's Prometheus metrics implement it)."""
+
+    def joined(self, size: int, waits: Sequence[float]) -> None: ...
+
+
+def own_share(result: JudgeResult, positions: Sequence[int]) -> JudgeResult:
+    """The joint result seen by one caller: its responses' rewards and scores, in its order."""
+    rewards = tuple(result.rewards[p] for p in positions)
+    scores = tuple(result.scores[p] for p in positions)
+    marks = result.neutralized.responses
+    neutralized = replace(result.neutralized, responses=tuple(marks[p] for p in positions) if marks else ())
+    best = max(range(len(scores)), key=scores.__getitem__)
+    return replace(result, rewards=rewards, scores=scores, best=best, neutralized=neutralized)
+
+
+@dataclass(eq=False)
+class _Entry:
+    request: JudgeRequest
+    arrived: float
+    future: asyncio.Future[JudgeResult]
+
+
+@dataclass(eq=False)
+class _Bucket:
+    key: _Key
+    opened: float
+    entries: list[_Entry] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(len(e.request.responses) for e in self.entries)
+
+
+class Joiner:
+    """Joins requests with the same conversation and knobs into one judgment of at most `cap` responses.
+
+    A bucket is judged when it is full, when no request joined it for `window_s`, or `max_wait_s` after it
+    opened. Each caller gets its own share. A caller that is cancelled leaves its bucket (before the judgment)
+    or stops waiting (after); the judgment is aborted only when every caller of it has gone."""
+
+    def __init__(
+        self,
+        service: JudgeService,
+        *,
+        cap: int,
+        window_s: float,
+        max_wait_s: float,
+        observer: JoinObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.service = service
+        self.cap, self.window_s, self.max_wait_s = cap, window_s, max_wait_s
+        self.observer = observer
+        self._clock = clock
+        self._open: dict[_Key, _Bucket] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    @property
+    def open_buckets(self) -> int:
+        return len(self._open)
+
+    async def judge(self, req: JudgeRequest) -> JudgeResult:
+        """Judge `req`'s responses, jointly with other waiting requests for the same conversation and knobs."""
+        self._check(req)  # a bad request fails alone
+        if len(req.responses) >= self.cap:
+            return await self.service.judge(req)
+        key: _Key = (req.messages, req.k, req.k_meta, req.temperature, req.max_tokens, req.seed)
+        bucket = self._open.get(key)
+        if bucket is not None and not self._fits(bucket, req):
+            self._flush(bucket)
+            bucket = None
+        now = self._clock()
+        if bucket is None:
+            bucket = self._open[key] = _Bucket(key, now)
+        entry = _Entry(req, now, asyncio.get_running_loop().create_future())
+        bucket.entries.append(entry)
+        if bucket.size >= self.cap:
+            self._flush(bucket)
+        else:
+            self._arm(bucket, now)
+        try:
+            return await entry.future
+        except asyncio.CancelledError:
+            self._leave(bucket, entry)
+            raise
+
+    def _check(self, req: JudgeRequest) -> None:
+        plan_request(req, self.service.settings, has_meta_rm=self.service.meta_rm is not None)
+
+    def _fits(self, bucket: _Bucket, req: JudgeRequest) -> bool:
+        """Whether `req` can join: within the cap, and the joint request within every limit (e.g. the
+        max_tokens a judgment of that many responses needs)."""
+        if bucket.size + len(req.responses) > self.cap:
+            return False
+        joint = tuple(r for e in bucket.entries for r in e.request.responses) + req.responses
+        try:
+            self._check(replace(req, responses=joint))
+        except InvalidRequestError:
+            return False
+        return True
+
+    def _arm(self, bucket: _Bucket, now: float) -> None:
+        if bucket.timer is not None:
+            bucket.timer.cancel()
+        delay = max(0.0, min(self.window_s, bucket.opened + self.max_wait_s - now))
+        bucket.timer = asyncio.get_running_loop().call_later(delay, self._flush, bucket)
+
+    def _flush(self, bucket: _Bucket) -> None:
+        if bucket.task is not None:
+            return
+        if bucket.timer is not None:
+            bucket.timer.cancel()
+        if self._open.get(bucket.key) is bucket:
+            del self._open[bucket.key]
+        if bucket.entries:
+            bucket.task = asyncio.get_running_loop().create_task(self._run(bucket))
+            self._running.add(bucket.task)
+            bucket.task.add_done_callback(self._running.discard)
+
+    async def _run(self, bucket: _Bucket) -> None:
+        entries = list(bucket.entries)
+        first = entries[0].request
+        responses = tuple(r for e in entries for r in e.request.responses)
+        joint = replace(first, responses=responses, request_id=f"{first.request_id}-joint{len(entries)}")
+        if self.observer is not None:
+            flushed = self._clock()
+            self.observer.joined(len(responses), [flushed - e.arrived for e in entries])
+        try:
+            result = await self.service.judge(joint)
+        except asyncio.CancelledError:
+            for e in entries:
+                e.future.cancel()
+            raise
+        except Exception as exc:  # every caller of the joint judgment sees its error
+            for e in entries:
+                if not e.future.done():
+                    e.future.set_exception(exc)
+            return
+        offset = 0
+        for e in entries:
+            n = len(e.request.responses)
+            if not e.future.done():
+                e.future.set_result(own_share(result, range(offset, offset + n)))
+            offset += n
+
+    def _leave(self, bucket: _Bucket, entry: _Entry) -> None:
+        if bucket.task is None:
+            with contextlib.suppress(ValueError):
+                bucket.entries.remove(entry)
+            if not bucket.entries:
+                if bucket.timer is not None:
+                    bucket.timer.cancel()
+                if self._open.get(bucket.key) is bucket:
+                    del self._open[bucket.key]
+        elif all(e.future.done() for e in bucket.entries) and not bucket.task.done():
+            bucket.task.cancel()  # nobody waits any more: abort the engine requests

@@ -1,0 +1,189 @@
+"""Joint judging of per-sample reward traffic: the Joiner alone (logic, cancellation, property) and through the app."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from server.core.engines import build_prompt_builder
+from server.core.errors import InvalidRequestError
+from server.core.grouping import Joiner
+from server.core.judging import JudgeService
+from server.core.prompts import Message
+from server.core.settings import Settings
+from server.core.types import JudgeRequest
+from tests.fakes import ScriptedGenerator, shown_responses
+from tests.test_api import app_factory
+
+__all__ = ["app_factory"]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.waits: list[float] = []
+
+    def joined(self, size: int, waits: Sequence[float]) -> None:
+        self.sizes.append(size)
+        self.waits.extend(waits)
+
+
+def make_joiner(
+    gen: ScriptedGenerator, cap: int = 4, window_s: float = 0.02, max_wait_s: float = 0.2, **ov: Any
+) -> tuple[Joiner, Recorder]:
+    st_ = Settings().with_overrides({"judging.retries": 0, **ov})
+    service = JudgeService(gen, build_prompt_builder(st_), st_)
+    rec = Recorder()
+    return Joiner(service, cap=cap, window_s=window_s, max_wait_s=max_wait_s, observer=rec), rec
+
+
+def req(prompt: str, *responses: str, k: int = 1, seed: int | None = 1) -> JudgeRequest:
+    return JudgeRequest(messages=(Message("user", prompt),), responses=responses, k=k, seed=seed)
+
+
+def judged_groups(gen: ScriptedGenerator) -> list[list[str]]:
+    return [shown_responses(prompt) for prompt, _, _ in gen.calls]
+
+
+async def test_concurrent_rollouts_of_one_prompt_share_one_judgment() -> None:
+    gen = ScriptedGenerator()
+    joiner, rec = make_joiner(gen, cap=8)
+    texts = ["a", "bb", "ccc", "dddd"]
+    results = await asyncio.gather(*(joiner.judge(req("P", t)) for t in texts))
+    assert [r.scores for r in results] == [(1.0,), (2.0,), (3.0,), (4.0,)]  # each caller its own reward
+    assert len(gen.calls) == 1 and sorted(judged_groups(gen)[0]) == texts
+    assert rec.sizes == [4] and len(rec.waits) == 4 and all(w >= 0 for w in rec.waits)
+    assert joiner.open_buckets == 0
+
+
+async def test_cap_splits_and_prompts_and_knobs_do_not_mix() -> None:
+    gen = ScriptedGenerator()
+    joiner, rec = make_joiner(gen, cap=2)
+    calls = [req("P", "a"), req("P", "bb"), req("P", "ccc"), req("Q", "dddd"), req("P", "eeeee", seed=2)]
+    results = await asyncio.gather(*(joiner.judge(r) for r in calls))
+    assert [r.scores[0] for r in results] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert sorted(rec.sizes) == [1, 1, 1, 2]
+    assert sorted(map(sorted, judged_groups(gen))) == [["a", "bb"], ["ccc"], ["dddd"], ["eeeee"]]
+
+
+async def test_max_wait_bounds_a_steady_trickle() -> None:
+    gen = ScriptedGenerator()
+    joiner, rec = make_joiner(gen, cap=64, window_s=0.05, max_wait_s=0.1)
+
+    async def trickle(i: int) -> float:
+        await asyncio.sleep(0.03 * i)
+        result = await joiner.judge(req("P", "x" * (i % 9 + 1)))
+        return float(result.scores[0])
+
+    scores = await asyncio.gather(*(trickle(i) for i in range(10)))
+    assert scores == [float(i % 9 + 1) for i in range(10)]
+    assert len(rec.sizes) >= 2 and max(rec.waits) < 0.1 + 0.1  # window kept resetting; max wait flushed
+
+
+async def test_a_joint_request_stays_within_the_limits_of_its_size() -> None:
+    gen = ScriptedGenerator()
+    joiner, rec = make_joiner(gen, cap=8)
+    calls = [JudgeRequest(messages=(Message("user", "P"),), responses=(t,), k=1, max_tokens=110) for t in "ab"]
+    results = await asyncio.gather(*(joiner.judge(r) for r in calls))  # 110 tokens fit 1 response, not 2
+    assert [r.scores for r in results] == [(1.0,), (1.0,)] and rec.sizes == [1, 1]
+
+
+async def test_a_bad_caller_fails_alone() -> None:
+    gen = ScriptedGenerator()
+    joiner, _ = make_joiner(gen, **{"limits.max_response_chars": 3})
+    outcomes: tuple[Any, ...] = await asyncio.gather(
+        joiner.judge(req("P", "aa")), joiner.judge(req("P", "toolong")), return_exceptions=True
+    )
+    good, bad = outcomes
+    assert not isinstance(good, BaseException) and good.scores == (2.0,)
+    assert isinstance(bad, InvalidRequestError)
+
+
+async def test_cancelled_caller_leaves_the_group_before_and_after_judging() -> None:
+    gen = ScriptedGenerator(delay_s=0.2)
+    joiner, rec = make_joiner(gen, cap=8, window_s=0.05)
+    early = asyncio.create_task(joiner.judge(req("P", "zzzzzzzzz")))
+    stay = [asyncio.create_task(joiner.judge(req("P", t))) for t in ("a", "bb")]
+    await asyncio.sleep(0.01)
+    early.cancel()  # before the group is judged: its response is not judged at all
+    await asyncio.sleep(0.1)  # now judging (engine delay 0.2 s)
+    late = asyncio.create_task(joiner.judge(req("Q", "q")))
+    await asyncio.sleep(0.06)
+    stay[0].cancel()  # after: the others keep their judgment
+    assert [r.scores for r in await asyncio.gather(stay[1], late)] == [(2.0,), (1.0,)]
+    assert early.cancelled() and stay[0].cancelled()
+    assert sorted(map(sorted, judged_groups(gen))) == [["a", "bb"], ["q"]] and gen.cancelled == 0
+
+
+async def test_judgment_is_aborted_when_every_caller_has_gone() -> None:
+    gen = ScriptedGenerator(delay_s=5)
+    joiner, _ = make_joiner(gen, cap=8, window_s=0.01)
+    tasks = [asyncio.create_task(joiner.judge(req("P", t))) for t in ("a", "bb")]
+    await asyncio.sleep(0.1)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(0.05)
+    assert gen.cancelled == 1 and joiner.open_buckets == 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.tuples(st.sampled_from("PQR"), st.lists(st.integers(1, 10), min_size=1, max_size=3)), max_size=12),
+    st.integers(1, 4),
+)
+def test_every_caller_gets_its_own_scores_and_groups_respect_the_cap(
+    calls: list[tuple[str, list[int]]], cap: int
+) -> None:
+    async def run() -> None:
+        gen = ScriptedGenerator()
+        joiner, rec = make_joiner(gen, cap=cap, window_s=0.001, max_wait_s=0.01)
+        results = await asyncio.gather(*(joiner.judge(req(p, *("x" * n for n in lens))) for p, lens in calls))
+        for (_, lens), result in zip(calls, results, strict=True):
+            assert list(result.scores) == [float(n) for n in lens]
+        assert sum(rec.sizes) == sum(len(lens) for _, lens in calls if len(lens) < cap)
+        assert all(size <= cap for size in rec.sizes)
+        assert joiner.open_buckets == 0
+
+    asyncio.run(run())
+
+
+# through the app: OpenRLHF (one rollout per request, concurrently) and slime shapes
+
+
+@pytest.mark.parametrize("join", [True, False])
+async def test_per_sample_get_reward_calls_are_judged_jointly(app_factory: Any, join: bool) -> None:
+    gen = ScriptedGenerator()
+    client, _ = await app_factory({"rewards.join": join}, generator=gen)
+    rollouts = ["a", "bb", "ccc", "dddd"]
+
+    async def one(text: str) -> httpx.Response:
+        r: httpx.Response = await client.post(
+            "/get_reward", json={"query": ["P:" + text], "prompts": ["P:"], "labels": [None], "k": 1}
+        )
+        return r
+
+    responses = await asyncio.gather(*(one(t) for t in rollouts))
+    assert [r.json()["rewards"] for r in responses] == [[1.0], [2.0], [3.0], [4.0]]
+    assert len(gen.calls) == (1 if join else 4)
+    metrics = (await client.get("/metrics")).text
+    assert ("grm_reward_join_size_sum 4.0" in metrics) is join
+
+
+async def test_per_sample_slime_calls_join_but_score_calls_keep_their_grouping(app_factory: Any) -> None:
+    gen = ScriptedGenerator()
+    client, _ = await app_factory(generator=gen)
+    slime = await asyncio.gather(
+        *(client.post("/reward", json={"prompt": "P", "response": t, "label": None, "k": 1}) for t in ("a", "bb"))
+    )
+    assert [r.json() for r in slime] == [1.0, 2.0] and len(gen.calls) == 1
+    scored = await asyncio.gather(
+        *(client.post("/score", json={"query": "P", "responses": [t], "k": 1}) for t in ("a", "bb"))
+    )
+    assert all(r.status_code == 200 for r in scored) and len(gen.calls) == 3

@@ -1,0 +1,97 @@
+"""RL-trainer contracts through the real app with a scripted engine: OpenRLHF, vLLM Score aliases, slime, chat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.fakes import ScriptedGenerator, score_by_length
+from tests.test_api import app_factory, assert_error
+
+__all__ = ["app_factory"]
+
+
+def _garbage_for(marker: str) -> Any:
+    """A judge that writes unparseable judgments when the prompt contains `marker`, else scores by length."""
+
+    def judge(prompt: str, index: int) -> str:
+        return "no score here" if marker in prompt else score_by_length(prompt, index)
+
+    return judge
+
+
+async def test_get_reward_accepts_empty_lists_and_extra_fields(app_factory: Any) -> None:
+    gen = ScriptedGenerator()
+    client, _ = await app_factory(generator=gen)
+    r = await client.post("/get_reward", json={"query": [], "prompts": [], "labels": [], "some_new_field": {"a": 1}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["rewards"] == [] and body["scores"] == [] and {"voted_sum", "valid"} <= set(body["extra_logs"])
+    assert all(v == [] for v in body["extra_logs"].values())
+    assert gen.calls == []
+    r = await client.post(
+        "/get_reward", json={"query": ["P:aa"], "prompts": ["P:"], "labels": ["x"], "k": 1, "extra": 2}
+    )
+    assert r.status_code == 200 and r.json()["rewards"] == [2.0] and r.json()["extra_logs"]["valid"] == [1.0]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+async def test_get_reward_falls_back_per_prompt_group(app_factory: Any, strict: bool) -> None:
+    gen = ScriptedGenerator(judge=_garbage_for("BROKEN"))
+    overrides = {"rewards.strict": strict, "rewards.fallback": 3.25, "judging.retries": 0}
+    client, _ = await app_factory(overrides, generator=gen)
+    body = {"query": ["P:aaaa", "BROKEN:x", "P:bb", "BROKEN:yy"], "prompts": ["P:", "BROKEN:", "P:", "BROKEN:"], "k": 2}
+    r = await client.post("/get_reward", json=body)
+    if strict:
+        assert_error(r, 502)
+        return
+    out = r.json()
+    assert r.status_code == 200, r.text
+    assert out["rewards"] == [4.0, 3.25, 2.0, 3.25]
+    assert out["extra_logs"]["valid"] == [1.0, 0.0, 1.0, 0.0]
+    assert out["extra_logs"]["valid_judgments"][1] == 0.0 and out["extra_logs"]["valid_judgments"][0] == 2.0
+    assert out["scores"][1] == pytest.approx((3.25 - 1) / 9, abs=1e-6)
+
+
+async def test_get_reward_out_of_limits_group_falls_back(app_factory: Any) -> None:
+    client, _ = await app_factory({"limits.max_response_chars": 5})
+    r = await client.post("/get_reward", json={"query": ["P:a", "Q:" + "z" * 50], "prompts": ["P:", "Q:"], "k": 1})
+    assert r.status_code == 200 and r.json()["extra_logs"]["valid"] == [1.0, 0.0]
+    assert r.json()["rewards"][1] == 5.5  # the documented default fallback
+
+
+async def test_get_reward_engine_outage_still_fails(app_factory: Any) -> None:
+    client, _ = await app_factory(generator=ScriptedGenerator(down=True))
+    r = await client.post("/get_reward", json={"query": ["P:a"], "prompts": ["P:"]})
+    assert r.status_code == 503 and "error" in r.json()
+
+
+@pytest.mark.parametrize(("first", "second"), [("text_1", "text_2"), ("queries", "documents"), ("data_1", "data_2")])
+async def test_vllm_score_accepts_every_field_naming(app_factory: Any, first: str, second: str) -> None:
+    client, _ = await app_factory()
+    r = await client.post("/v1/score", json={first: "q", second: ["a", "bbbbbbbbbb"], "k": 2, "seed": 1})
+    assert r.status_code == 200, r.text
+    assert [d["score"] for d in r.json()["data"]] == [0.0, 1.0]
+    assert_error(await client.post("/v1/score", json={first: "q"}), 400)
+
+
+async def test_slime_reward_answers_a_json_number(app_factory: Any) -> None:
+    gen = ScriptedGenerator(judge=_garbage_for("BROKEN"))
+    client, _ = await app_factory({"judging.retries": 0}, generator=gen)
+    r = await client.post("/reward", json={"prompt": "q", "response": "abcd", "label": "4", "k": 2})
+    assert r.status_code == 200 and r.json() == 4.0
+    chat = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
+    r = await client.post("/reward", json={"prompt": chat, "response": "abcdefg", "label": None})
+    assert r.status_code == 200 and r.json() == 7.0
+    r = await client.post("/reward", json={"prompt": "BROKEN", "response": "a"})
+    assert r.status_code == 200 and r.json() == 5.5
+    assert_error(await client.post("/reward", json={"prompt": "q"}), 400)
+
+
+async def test_chat_completions_keeps_usage(app_factory: Any) -> None:
+    client, _ = await app_factory()
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    body = (await client.post("/v1/chat/completions", json={"messages": messages, "k": 2})).json()
+    usage = body["usage"]
+    assert usage["prompt_tokens"] > 0 and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
