@@ -187,3 +187,17 @@ async def test_per_sample_slime_calls_join_but_score_calls_keep_their_grouping(a
         *(client.post("/score", json={"query": "P", "responses": [t], "k": 1}) for t in ("a", "bb"))
     )
     assert all(r.status_code == 200 for r in scored) and len(gen.calls) == 3
+
+
+async def test_per_sample_rollouts_beyond_the_in_flight_limit_are_not_refused(app_factory: Any) -> None:
+    """OpenRLHF sends every rollout alone and at once: waiting rollouts take no admission slot, each joint
+    judgment takes one, so 12 concurrent rollouts of 3 prompts pass a limit of 4 (without joining: 429s)."""
+    gen = ScriptedGenerator()
+    client, _ = await app_factory({"limits.max_concurrent_requests": 4, "limits.reward_group_cap": 4}, generator=gen)
+    rollouts = [(f"P{p}:", "x" * (r + 1)) for p in range(3) for r in range(4)]
+    responses = await asyncio.gather(
+        *(client.post("/get_reward", json={"query": [p + t], "prompts": [p], "k": 1}) for p, t in rollouts)
+    )
+    assert [r.status_code for r in responses] == [200] * 12
+    assert [r.json()["rewards"] for r in responses] == [[float(len(t))] for _, t in rollouts]
+    assert len(gen.calls) == 3

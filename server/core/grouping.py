@@ -85,7 +85,8 @@ class Joiner:
         """Judge `req`'s responses, jointly with other waiting requests for the same conversation and knobs."""
         self._check(req)  # a bad request fails alone
         if len(req.responses) >= self.cap:
-            return await self.service.judge(req)
+            async with self.service.admit():
+                return await self.service.judge(req)
         key: _Key = (req.messages, req.k, req.k_meta, req.temperature, req.max_tokens, req.seed)
         bucket = self._open.get(key)
         if bucket is not None and not self._fits(bucket, req):
@@ -107,7 +108,8 @@ class Joiner:
             raise
 
     def _check(self, req: JudgeRequest) -> None:
-        plan_request(req, self.service.settings, has_meta_rm=self.service.meta_rm is not None)
+        svc = self.service
+        plan_request(req, svc.settings, has_meta_rm=svc.meta_rm is not None, template=svc.prompts.template)
 
     def _fits(self, bucket: _Bucket, req: JudgeRequest) -> bool:
         """Whether `req` can join: within the cap, and the joint request within every limit (e.g. the
@@ -148,7 +150,8 @@ class Joiner:
             flushed = self._clock()
             self.observer.joined(len(responses), [flushed - e.arrived for e in entries])
         try:
-            result = await self.service.judge(joint)
+            async with self.service.admit():  # one slot per joint judgment, not per waiting caller
+                result = await self.service.judge(joint)
         except asyncio.CancelledError:
             for e in entries:
                 e.future.cancel()

@@ -266,6 +266,8 @@ class Serving:
                 return None
 
         requests = [knobs.judge_request(g.messages, g.texts, f"{request_id}-{j}") for j, g in enumerate(groups)]
+        if self.settings.rewards.join:  # the joiner admits each joint judgment: waiting rollouts take no slot
+            return list(await asyncio.gather(*(one(r) for r in requests)))
         async with service.admit(len(requests), param=param):
             return list(await asyncio.gather(*(one(r) for r in requests)))
 
