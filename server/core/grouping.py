@@ -107,7 +107,8 @@ class Joiner:
             raise
 
     def _check(self, req: JudgeRequest) -> None:
-        plan_request(req, self.service.settings, has_meta_rm=self.service.meta_rm is not None)
+        service = self.service
+        plan_request(req, service.settings, has_meta_rm=service.meta_rm is not None, template=service.prompts.template)
 
     def _fits(self, bucket: _Bucket, req: JudgeRequest) -> bool:
         """Whether `req` can join: within the cap, and the joint request within every limit (e.g. the
