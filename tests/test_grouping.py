@@ -201,3 +201,17 @@ async def test_per_sample_rollouts_beyond_the_in_flight_limit_are_not_refused(ap
     assert [r.status_code for r in responses] == [200] * 12
     assert [r.json()["rewards"] for r in responses] == [[float(len(t))] for _, t in rollouts]
     assert len(gen.calls) == 3
+
+
+def test_join_metrics_exist_from_the_start_and_survive_engine_state_changes() -> None:
+    from server.core.supervisor import EngineState
+    from server.http.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.joined(3, [0.01, 0.02])
+    for state in (EngineState.STARTING, EngineState.READY, EngineState.CLOSED):  # each call once registered them
+        metrics.engine_state("grm", state, restarted=False)
+    metrics.joined(2, [0.03])
+    text = metrics.render().decode()
+    assert "grm_reward_join_size_sum 5.0" in text and "grm_reward_join_callers_count 2.0" in text
+    assert "grm_reward_join_wait_seconds_count 3.0" in text

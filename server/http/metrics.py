@@ -65,14 +65,6 @@ class Metrics:
             ["engine", "state"],
             registry=self.registry,
         )
-
-    # Supervisor listener
-    def engine_state(self, engine: str, state: EngineState, restarted: bool) -> None:
-        if restarted:
-            self.engine_restarts.labels(engine).inc()
-        for s in STATES:
-            self.engine_states.labels(engine, s.value).set(1 if s is state else 0)
-
         self.join_size = Histogram(
             "grm_reward_join_size",
             "responses per joint judgment of reward traffic (/get_reward, /reward)",
@@ -91,6 +83,13 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
+
+    # Supervisor listener
+    def engine_state(self, engine: str, state: EngineState, restarted: bool) -> None:
+        if restarted:
+            self.engine_restarts.labels(engine).inc()
+        for s in STATES:
+            self.engine_states.labels(engine, s.value).set(1 if s is state else 0)
 
     # JoinObserver
     def joined(self, size: int, waits: Sequence[float]) -> None:
