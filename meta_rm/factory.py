@@ -51,6 +51,7 @@ def build_meta_rm(
         return RemoteMetaRM(
             settings.base_url, model=settings.model, api_key=key, route=settings.route, max_length=settings.max_length,
             concurrency=settings.batch_size, timeout_s=settings.timeout_s,
+            connection_retries=settings.connection_retries,
         )  # fmt: skip
     _need("torch", backend, "pip install 'grm-server[cpu]' or torch")
     if backend is MetaRMBackend.EMBEDDED:

@@ -4,6 +4,7 @@ over httpx, one `/classify` (or `/pooling`) chat request per judgment."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -14,6 +15,8 @@ from meta_rm.inputs import meta_rm_messages
 from meta_rm.protocol import MetaRMInput
 
 Route = Literal["classify", "pooling"]
+logger = logging.getLogger(__name__)
+RETRY_DELAY_S = 0.5
 
 
 def request_body(item: MetaRMInput, *, route: Route, model: str | None, max_length: int) -> dict[str, Any]:
@@ -58,6 +61,7 @@ class RemoteMetaRM:
         max_length: int = 4096,
         concurrency: int = 8,
         timeout_s: float = 120.0,
+        connection_retries: int = 1,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
@@ -68,6 +72,8 @@ class RemoteMetaRM:
         self._max_length = max_length
         self._server_limit: int | None = None  # the served model's max_model_len, from /v1/models
         self._gate = asyncio.Semaphore(concurrency)
+        self._retries = connection_retries
+        self.retried = 0  # scoring calls sent again after the connection dropped (grm_engine_retries_total)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(base_url=self._base, headers=headers, timeout=timeout_s, transport=transport)
 
@@ -85,10 +91,7 @@ class RemoteMetaRM:
         limit = min(self._max_length, self._server_limit or self._max_length)
         body = request_body(item, route=self._route, model=self._model, max_length=limit)
         async with self._gate:
-            try:
-                response = await self._client.post(f"/{self._route}", json=body)
-            except httpx.HTTPError as exc:
-                raise MetaRMUnavailableError(f"Meta RM server not reachable at {self._base}: {exc!r}") from exc
+            response = await self._post(body)
         if response.status_code >= 500:
             raise MetaRMUnavailableError(
                 f"Meta RM server {self._base} answered {response.status_code}: {response.text[:300]}"
@@ -98,6 +101,23 @@ class RemoteMetaRM:
                 f"Meta RM server {self._base}/{self._route} answered {response.status_code}: {response.text[:300]}"
             )
         return parse_value(response.json(), self._route)
+
+    async def _post(self, body: dict[str, Any]) -> httpx.Response:
+        """POST one scoring call; scoring is deterministic (idempotent), so a dropped connection is retried."""
+        for attempt in range(self._retries + 1):
+            try:
+                return await self._client.post(f"/{self._route}", json=body)
+            except httpx.TimeoutException as exc:  # the deadline is spent: sending it again cannot help
+                raise MetaRMUnavailableError(f"Meta RM server at {self._base} timed out: {exc!r}") from exc
+            except httpx.TransportError as exc:
+                if attempt == self._retries:
+                    raise MetaRMUnavailableError(f"Meta RM server not reachable at {self._base}: {exc!r}") from exc
+                self.retried += 1
+                logger.warning("connection to the Meta RM server dropped (%r); retrying", exc)
+                await asyncio.sleep(RETRY_DELAY_S)
+            except httpx.HTTPError as exc:
+                raise MetaRMUnavailableError(f"Meta RM server at {self._base} failed: {exc!r}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def score(self, items: Sequence[MetaRMInput]) -> list[float]:
         if self._server_limit is None and items:

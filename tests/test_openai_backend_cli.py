@@ -7,9 +7,12 @@ import os
 import subprocess
 import sys
 
+import httpx2
+import openai
 import pytest
 
-from server.core.errors import BackendUnavailableError
+from server.core.errors import BackendError, BackendUnavailableError, InvalidRequestError, RequestTimeoutError
+from server.core.generators.base import SamplingConfig
 from server.core.generators.openai_remote import OpenAIGenerator
 from server.core.judging import JudgeService
 from server.core.prompts import Message, PromptBuilder, TemplateName
@@ -135,3 +138,60 @@ def test_cli_unreachable_backend_prints_the_error_body() -> None:
     assert proc.returncode == 1
     body = json.loads(proc.stdout)
     assert body["error"]["type"] == "backend_unavailable" and url in body["error"]["message"]
+
+
+def reply(request: httpx2.Request) -> httpx2.Response:
+    n = json.loads(request.content)["n"]
+    choices = [
+        {"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": f"\\boxed{{{i + 1}}}"}}
+        for i in range(n)
+    ]
+    return httpx2.Response(200, json={"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                                     "choices": choices})  # fmt: skip
+
+
+RESET = httpx2.RemoteProtocolError("Server disconnected without sending a response.")
+
+
+@pytest.mark.parametrize(
+    ("faults", "seed", "error", "posts"),
+    [
+        ([RESET], 7, None, 2),  # a lost answer to a seeded call: asked again once
+        ([RESET, RESET], 7, BackendUnavailableError, 2),  # and no more
+        ([RESET], None, BackendUnavailableError, 1),  # unseeded: not idempotent, not sent again
+        ([httpx2.ReadTimeout("slow")], 7, RequestTimeoutError, 1),  # the deadline is spent
+        ([httpx2.Response(503, json={"error": {"message": "restarting"}})], 7, BackendUnavailableError, 1),
+        ([httpx2.Response(500, json={"error": {"message": "boom"}})], 7, BackendError, 1),
+        ([httpx2.Response(400, json={"error": {"message": "too long"}})], 7, InvalidRequestError, 1),
+    ],
+)
+async def test_openai_backend_fault_table(
+    faults: list[Exception | httpx2.Response], seed: int | None, error: type[Exception] | None, posts: int
+) -> None:
+    sent: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request)
+        if len(sent) <= len(faults):
+            fault = faults[len(sent) - 1]
+            if isinstance(fault, Exception):
+                raise fault
+            return fault
+        return reply(request)
+
+    settings = openai_settings("http://grm:8000/v1", **{"generator.model": "m"})
+    client = openai.DefaultAsyncHttpxClient(transport=httpx2.MockTransport(handler))  # the openai SDK's own httpx
+    gen = OpenAIGenerator(settings.generator, http_client=client)
+    sampling = SamplingConfig(2, 1.0, 64, seed, None)
+    try:
+        if error is None:
+            out = await gen.generate("judge", sampling, "r1")
+            assert out.texts == ("\\boxed{1}", "\\boxed{2}") and gen.retried == 1
+        else:
+            with pytest.raises(error) as info:
+                await gen.generate("judge", sampling, "r1")
+            assert type(info.value) is error
+    finally:
+        await gen.close()
+    assert len(sent) == posts
+    assert {json.loads(r.content)["seed"] for r in sent} == {seed}  # the retry is the same call

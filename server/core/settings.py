@@ -58,6 +58,12 @@ class GeneratorSettings(BaseModel):
     enforce_eager: bool = Field(True, description="skip graph compilation: fast start (CPU default)")
     cpu_kvcache_gb: int = Field(2, ge=1, description="KV cache size in GiB on CPU hosts (VLLM_CPU_KVCACHE_SPACE)")
     timeout_s: float = Field(600.0, gt=0, description="HTTP timeout towards the OpenAI-compatible server")
+    connection_retries: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="times a seeded (idempotent) call is sent again when the connection to the OpenAI-compatible server drops (openai)",
+    )
 
     @field_validator("structured_output", mode="before")
     @classmethod

@@ -40,6 +40,7 @@ def create_app(settings: Settings, generator: Generator | None = None, meta_rm: 
                     open_service(settings, generator, meta_rm, observer=metrics, on_supervisor=watch)
                 )
                 runtime.error = None
+                metrics.count_retries({"grm": runtime.service.generator, "meta_rm": runtime.service.meta_rm})
                 logger.info("ready: serving %s", runtime.service.generator.model_name)
             except GRMError as exc:
                 runtime.error, runtime.start_failed = exc.message, True

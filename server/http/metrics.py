@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from server.core.supervisor import STATES, EngineState
 from server.core.types import JudgeResult
@@ -12,6 +14,21 @@ from server.core.types import JudgeResult
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the scrape
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
+
+
+class _Retries(Collector):
+    """`grm_engine_retries_total{engine}`, read at scrape time from the remote engines' own counts."""
+
+    def __init__(self) -> None:
+        self.engines: dict[str, object] = {}
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "grm_engine_retries", "remote engine calls sent again after the connection dropped", labels=["engine"]
+        )
+        for name, engine in self.engines.items():
+            family.add_metric([name], getattr(engine, "retried", 0))
+        yield family
 
 
 class Metrics:
@@ -59,6 +76,8 @@ class Metrics:
         self.engine_restarts = Counter(
             "grm_engine_restarts_total", "in-process engine restarts after a death", ["engine"], registry=self.registry
         )
+        self._retries = _Retries()
+        self.registry.register(self._retries)
         self.engine_states = Gauge(
             "grm_engine_state",
             "1 for the current state of each in-process engine",
@@ -90,6 +109,10 @@ class Metrics:
             self.engine_restarts.labels(engine).inc()
         for s in STATES:
             self.engine_states.labels(engine, s.value).set(1 if s is state else 0)
+
+    def count_retries(self, engines: Mapping[str, object]) -> None:
+        """Export the retry counts of the engines that keep one (`retried`: the remote ones)."""
+        self._retries.engines = {name: e for name, e in engines.items() if isinstance(getattr(e, "retried", None), int)}
 
     # JoinObserver
     def joined(self, size: int, waits: Sequence[float]) -> None:

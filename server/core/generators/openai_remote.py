@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import openai
 
-from server.core.errors import BackendError, BackendUnavailableError, InvalidRequestError
+from server.core.errors import BackendError, BackendUnavailableError, InvalidRequestError, RequestTimeoutError
 from server.core.generators.base import (
     ContinuationUnsupportedError,
     Generation,
@@ -20,21 +21,31 @@ from server.core.generators.base import (
 if TYPE_CHECKING:
     from server.core.settings import GeneratorSettings
 
+logger = logging.getLogger(__name__)
+RETRY_DELAY_S = 0.5  # lets a restarting backend (or the next replica behind a Service) take the call
+
 
 class OpenAIGenerator:
     """Chat completions with `n`, `seed` and `structured_outputs.regex` in `extra_body`."""
 
-    def __init__(self, settings: GeneratorSettings) -> None:
+    def __init__(
+        self, settings: GeneratorSettings, *, http_client: openai.DefaultAsyncHttpxClient | None = None
+    ) -> None:
         if not settings.base_url:
             raise ValueError("the openai backend needs a base_url")
         self._settings = settings
         key = settings.api_key.get_secret_value() if settings.api_key else "EMPTY"
         self._client = openai.AsyncOpenAI(
-            base_url=settings.base_url, api_key=key, timeout=settings.timeout_s, max_retries=0
+            base_url=settings.base_url,
+            api_key=key,
+            timeout=settings.timeout_s,
+            max_retries=0,  # our own retry (below) is for seeded calls only
+            http_client=http_client,  # tests inject faults through its transport
         )
         self._model = settings.model
         self._error: str | None = "not connected yet"
         self._can_continue = True
+        self.retried = 0  # engine calls sent again after the connection dropped (grm_engine_retries_total)
 
     @property
     def model_name(self) -> str:
@@ -95,24 +106,41 @@ class OpenAIGenerator:
         extra = dict(extra)
         if sampling.regex:
             extra["structured_outputs"] = {"regex": sampling.regex}
-        try:
-            completion = await self._client.chat.completions.create(
-                model=self._model or "",
-                messages=messages,  # type: ignore[arg-type]
-                n=sampling.n,
-                temperature=sampling.temperature,
-                max_tokens=sampling.max_tokens,
-                seed=sampling.seed,
-                extra_body=extra or None,
-                extra_headers={"X-Request-Id": request_id},
-            )
-        except openai.APIConnectionError as exc:
-            self._error = f"OpenAI-compatible server unreachable at {self._settings.base_url}: {exc}"
-            raise BackendUnavailableError(self._error) from exc
-        except openai.BadRequestError as exc:
-            raise InvalidRequestError(f"the GRM server rejected the request: {exc.message}", param="responses") from exc
-        except openai.APIStatusError as exc:
-            raise BackendError(f"the GRM server answered {exc.status_code}: {exc.message}") from exc
+        retries = self._settings.connection_retries if sampling.seed is not None else 0
+        for attempt in range(retries + 1):
+            try:
+                completion = await self._client.chat.completions.create(
+                    model=self._model or "",
+                    messages=messages,  # type: ignore[arg-type]
+                    n=sampling.n,
+                    temperature=sampling.temperature,
+                    max_tokens=sampling.max_tokens,
+                    seed=sampling.seed,
+                    extra_body=extra or None,
+                    extra_headers={"X-Request-Id": request_id},
+                )
+                break
+            except openai.APITimeoutError as exc:  # the deadline is spent: sending it again cannot help
+                raise RequestTimeoutError(
+                    f"the GRM server at {self._settings.base_url} did not answer in {self._settings.timeout_s} s"
+                ) from exc
+            except openai.APIConnectionError as exc:
+                self._error = f"OpenAI-compatible server unreachable at {self._settings.base_url}: {exc}"
+                if attempt == retries:
+                    raise BackendUnavailableError(self._error) from exc
+                # seeded = idempotent: the same call gives the same judgments, so a lost answer is asked again
+                self.retried += 1
+                logger.warning("request %s: connection to the GRM server dropped (%s); retrying", request_id, exc)
+                await asyncio.sleep(RETRY_DELAY_S)
+            except openai.BadRequestError as exc:
+                raise InvalidRequestError(
+                    f"the GRM server rejected the request: {exc.message}", param="responses"
+                ) from exc
+            except openai.APIStatusError as exc:
+                message = f"the GRM server answered {exc.status_code}: {exc.message}"
+                if exc.status_code == 503:  # a server (or its proxy) that is up but cannot serve now
+                    raise BackendUnavailableError(message) from exc
+                raise BackendError(message) from exc
         self._error = None
         choices = sorted(completion.choices, key=lambda c: c.index)
         usage = completion.usage
