@@ -297,3 +297,21 @@ def test_openapi_schema_fuzz_never_gives_5xx() -> None:
         assert not failures, failures
         assert {"/score", "/score/batch", "/v1/score", "/get_reward", "/v1/chat/completions"} <= set(calls)
         assert len(calls) > 100
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/score", {"query": "q", "responses": ["a"]}, 200),
+        ("POST", "/score", {"query": "q", "responses": []}, 400),
+        ("GET", "/nowhere", None, 404),
+        ("POST", "/score", {"query": "q" * 5_000_000, "responses": ["a"]}, 413),
+    ],
+)
+async def test_every_answer_carries_the_request_id_once(
+    app_factory: Any, method: str, path: str, body: Any, status: int
+) -> None:
+    client, _ = await app_factory()
+    r = await client.request(method, path, json=body, headers={"X-Request-Id": "trace-7"})
+    assert r.status_code == status
+    assert r.headers.get_list("x-request-id") == ["trace-7"]

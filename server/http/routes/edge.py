@@ -80,7 +80,9 @@ class EdgeMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", rid.encode("latin-1")))
+                sent = message.setdefault("headers", [])
+                if not any(name.lower() == b"x-request-id" for name, _ in sent):  # error bodies carry it already
+                    sent.append((b"x-request-id", rid.encode("latin-1")))
             await send(message)
 
         async def send_app(message: Message) -> None:
