@@ -7,17 +7,15 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from server.cli.common import MetaRMOption, cli_errors, fail, load_settings, meta_rm_overrides
-from server.core.settings import Backend, Settings
+from server.cli.evaluating import checked_options, run_evaluation
+from server.core.settings import Backend
 from server.evaluation.benchmarks.paper import format_official, format_paper_table
-from server.evaluation.evaluate import EvalOptions, evaluate, parse_k_meta, parse_ks
+from server.evaluation.evaluate import EvalOptions, parse_k_meta, parse_ks
 from server.evaluation.formats import FORMATS, FormatError, accepted, load_items
 from server.evaluation.report import format_table
-from server.evaluation.runner import EvalInterrupted, RunMismatch
-from server.evaluation.scorers import HTTPScorer, ScoreFailure, ServiceScorer
 from voting.orders import OrderStrategy
 
 
@@ -92,7 +90,9 @@ def eval_command(
             **meta_rm_overrides(meta_rm),
         }
         settings = load_settings(overrides)
-        try:
+        with checked_options():
+            if data_format is not None and data_format not in FORMATS:
+                raise ValueError(f"--format must be one of: {accepted()}")
             options = EvalOptions(
                 data=tuple(data),
                 out=out,
@@ -110,16 +110,12 @@ def eval_command(
                 progress=progress,
                 data_format=data_format,
             )
-            if data_format is not None and data_format not in FORMATS:
-                raise ValueError(f"--format must be one of: {accepted()}")
-        except ValueError as exc:
-            fail(f"invalid option: {exc}")
         try:
             for path in options.data:  # before any engine starts: a bad file ends here, exit 2
                 load_items(path, data_format)
         except FormatError as exc:
             fail(f"cannot read {exc}\naccepted formats: {accepted()}")
-        results = asyncio.run(_run(options, settings, url, api_key))
+        results = asyncio.run(run_evaluation(options, settings, url, api_key))
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return
@@ -131,25 +127,3 @@ def eval_command(
     typer.echo(
         f"{results['items']['evaluated']} items evaluated of {results['items']['selected']} selected; results in {out}/"
     )
-
-
-async def _run(options: EvalOptions, settings: Settings, url: str | None, api_key: str | None) -> dict[str, Any]:
-    def log(message: str) -> None:
-        typer.echo(message, err=True)
-
-    try:
-        if url is not None:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(900.0, connect=10.0)) as client:
-                return await evaluate(HTTPScorer(client, url, api_key), options, log=log)
-        from server.core.engines import open_service
-
-        async with open_service(settings) as service:
-            return await evaluate(ServiceScorer(service), options, log=log)
-    except FormatError as exc:
-        fail(f"cannot read {exc}\naccepted formats: {accepted()}")
-    except RunMismatch as exc:
-        fail(str(exc), 2)
-    except ScoreFailure as exc:
-        fail(f"the judge is not usable: {exc}", 1)
-    except (EvalInterrupted, httpx.HTTPError) as exc:
-        fail(f"interrupted: {exc}; completed items are saved, rerun the same command to resume", 1)

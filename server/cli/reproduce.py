@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from server.cli.common import cli_errors, fail, load_settings, meta_rm_overrides
-from server.cli.eval import _run
+from server.cli.common import cli_errors, load_settings, meta_rm_overrides
+from server.cli.evaluating import checked_options, run_evaluation
 from server.core.prompts import StructuredOutput
 from server.evaluation.data import select_items
 from server.evaluation.evaluate import EvalOptions, parse_ks
@@ -70,7 +70,7 @@ def reproduce_command(
             **meta,
         }
         settings = load_settings(overrides)
-        try:
+        with checked_options():
             options = EvalOptions(
                 data=tuple(data),
                 out=out,
@@ -84,9 +84,7 @@ def reproduce_command(
                 resamples=resamples,
                 progress=progress,
             )
-        except ValueError as exc:
-            fail(f"invalid option: {exc}")
-        results = asyncio.run(_run(options, settings, url, None))
+        results = asyncio.run(run_evaluation(options, settings, url, None))
     wanted = {item.key for item in select_items(options.data, limit=limit, seed=seed).items}
     records = [r for r in load_records(out / ITEMS_FILE) if r["key"] in wanted]
     table = {**reproduce_table(results, records), "config": results["config"], "items": results["items"]}
