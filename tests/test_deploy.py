@@ -1,142 +1,51 @@
-"""Deployment files agree with what they deploy: the Dockerfile, compose and Kubernetes files are read by real
-parsers and schemas, and every GRM_* name, port and probed route is checked against the settings model and the app."""
+"""The image and compose files agree with what they deploy: the Dockerfile and compose files are read by real
+parsers and schemas, and every GRM_* name and port is checked against the settings model."""
 
 from __future__ import annotations
 
 import enum
-import importlib.util
 import inspect
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
-import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
 import pytest
-import yaml
 from dockerfile_parse import DockerfileParser
-from packaging.requirements import Requirement
 from pydantic import SecretStr
 
-from server.core.settings import ServerSettings, Settings
+from server.core.settings import Settings
+from tests.deploy_files import (
+    COMPOSE_FILES,
+    DEFAULT_PORT,
+    DEPLOY,
+    DOCKERFILE,
+    EXTRAS,
+    INSTRUCTIONS,
+    K8S,
+    LEAVES,
+    PYPROJECT,
+    ROOT,
+    clean_env,
+    compose,
+    flag,
+    healthcheck_target,
+    last,
+    replay,
+    server_env_sets,
+    service_env,
+    settings_doc,
+    stage,
+    stage_env,
+    url_parts,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-DEPLOY, K8S, DOCKERFILE = ROOT / "deploy", ROOT / "deploy" / "k8s", ROOT / "Dockerfile"
-COMPOSE_FILES = ("compose.yaml", "compose.remote.yaml")
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-EXTRAS = {name: [Requirement(r) for r in reqs] for name, reqs in PYPROJECT["project"]["optional-dependencies"].items()}
-DEFAULT_PORT = ServerSettings().port
-INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
-                "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "MAINTAINER"}  # fmt: skip
-
-
-def _load(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"deploy_{name}", DEPLOY / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-replay, settings_doc = _load("replay_install"), _load("gen_settings_doc")
-LEAVES = {leaf.env: leaf for leaf in settings_doc.leaves()}
-
-
-def stage(name: str) -> list[dict[str, Any]]:
-    return replay.stage_instructions(DOCKERFILE, name)  # type: ignore[no-any-return]
-
-
-def stage_env(name: str) -> dict[str, str]:
-    return {k: v for i in stage(name) if i["instruction"] == "ENV" for k, v in replay.assignments(i["value"]).items()}
-
-
-def last(name: str, instruction: str) -> str:
-    return str([i["value"] for i in stage(name) if i["instruction"] == instruction][-1])
-
-
-def interpolate(node: Any) -> Any:
-    """Compose variable interpolation with every variable unset: `${X:-default}` -> default, `${X}` -> ''."""
-    if isinstance(node, dict):
-        return {k: interpolate(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [interpolate(v) for v in node]
-    if isinstance(node, str):
-        return re.sub(r"\$\{\w+(?::?-([^}]*))?\}", lambda m: m.group(1) or "", node)
-    return node
-
-
-def compose(name: str) -> dict[str, Any]:
-    return interpolate(yaml.safe_load((DEPLOY / name).read_text()))  # type: ignore[no-any-return]
-
-
-def service_env(service: dict[str, Any]) -> dict[str, str]:
-    return {k: str(v) for k, v in service.get("environment", {}).items()}
-
-
-def k8s_docs() -> list[dict[str, Any]]:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    return [doc for f in kustomization["resources"] for doc in yaml.safe_load_all((K8S / f).read_text()) if doc]
-
-
-def k8s(kind: str, name: str) -> dict[str, Any]:
-    found = [d for d in k8s_docs() if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(found) == 1, f"expected one {kind} {name}"
-    return found[0]
-
-
-def container(deployment: dict[str, Any]) -> dict[str, Any]:
-    (only,) = deployment["spec"]["template"]["spec"]["containers"]
-    return only  # type: ignore[no-any-return]
-
-
-def flag(args: list[str], name: str) -> str:
-    (value,) = [a.split("=", 1)[1] for a in args if a.startswith(f"--{name}=")]
-    return value
-
-
-def url_parts(url: str) -> tuple[str, int, str]:
-    host, port, path = re.fullmatch(r"http://([\w.-]+):(\d+)(/.*)?", url).groups()  # type: ignore[union-attr]
-    return host, int(port), path or ""
-
-
-def healthcheck_target(service: dict[str, Any]) -> tuple[int, str]:
-    """Port and path of the URL a compose health check opens."""
-    return url_parts(re.findall(r"http://[^']+", service["healthcheck"]["test"][-1])[0])[1:]
-
-
-def server_env_sets() -> dict[str, dict[str, str]]:
-    """What each deployment puts in the reward server's environment (image ENV, then the deployment's own)."""
-    sets = {"Dockerfile cpu": stage_env("cpu"), "Dockerfile gpu": stage_env("gpu")}
-    for name in COMPOSE_FILES:
-        sets[name] = {**stage_env("gpu"), **service_env(compose(name)["services"]["grm-server"])}
-    secret = k8s("Secret", "grm-server-api-keys")["stringData"]
-    sets["k8s"] = {**stage_env("cpu"), **k8s("ConfigMap", "grm-server-settings")["data"], **secret}
-    return sets
-
-
-def app_routes() -> dict[str, set[str]]:
-    if importlib.util.find_spec("server.http.app") is None:
-        pytest.skip("server.http.app is not importable yet: the app factory lands with the HTTP routes issue")
-    from server.http.app import create_app  # type: ignore[import-not-found,unused-ignore]
-    from tests.fakes import ScriptedGenerator
-
-    app = create_app(Settings(), generator=ScriptedGenerator(), meta_rm=None)
-    return {getattr(route, "path", ""): set(getattr(route, "methods", None) or ()) for route in app.routes}
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in os.environ if n.startswith("GRM_")]:
-        monkeypatch.delenv(name)
+__all__ = ["clean_env"]  # the autouse fixture: no GRM_* variable of the host leaks into these tests
 
 
 def test_dockerfile_parses_into_a_cpu_stage_and_a_default_gpu_stage() -> None:
@@ -323,111 +232,3 @@ def test_compose_ports_health_checks_and_engine_urls_line_up(name: str) -> None:
         assert host in server["depends_on"]
     if "GRM_META_RM__BASE_URL" in env:
         assert flag(services[url_parts(env["GRM_META_RM__BASE_URL"])[0]]["command"], "runner") == "pooling"
-
-
-def test_k8s_manifests_are_valid_kubernetes_objects() -> None:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    assert sorted(kustomization["resources"]) == sorted(
-        p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
-    )
-    docs = k8s_docs()
-    for doc in docs:
-        kubernetes_validate.validate(doc, "1.32", strict=True)
-    if shutil.which("kubectl"):
-        rendered = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, check=True).stdout
-        assert len([d for d in yaml.safe_load_all(rendered) if d]) == len(docs)
-
-
-def test_k8s_server_probes_ports_and_autoscaling() -> None:
-    deployment, pod = k8s("Deployment", "grm-server"), container(k8s("Deployment", "grm-server"))
-    refs = {(r.get("configMapRef") or r.get("secretRef"))["name"] for r in pod["envFrom"]}
-    assert refs == {"grm-server-settings", "grm-server-api-keys"}
-    port = int(server_env_sets()["k8s"]["GRM_SERVER__PORT"])
-    assert pod["ports"] == [{"name": "http", "containerPort": port}]
-    probes = {kind: pod[kind]["httpGet"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
-    assert {k: p["path"] for k, p in probes.items()} == {
-        "startupProbe": "/health",
-        "readinessProbe": "/ready",
-        "livenessProbe": "/health",
-    }
-    assert {p["port"] for p in probes.values()} == {"http"}
-    assert k8s("Service", "grm-server")["spec"]["ports"][0]["targetPort"] == "http"
-    assert (
-        k8s("HorizontalPodAutoscaler", "grm-server")["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
-    )
-    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
-    assert "nvidia.com/gpu" not in str(pod["resources"]), "the reward server itself needs no GPU"
-
-
-def test_k8s_ingress_routes_a_prompt_group_to_one_replica_by_the_client_header() -> None:
-    from server.integrations.client import GROUP_KEY_HEADER
-
-    ingress = k8s("Ingress", "grm-server")
-    notes = ingress["metadata"]["annotations"]
-    # ingress-nginx consistent hashing on the header the client and adapters send ($http_ + lower, - -> _)
-    assert notes["nginx.ingress.kubernetes.io/upstream-hash-by"] == "$http_" + GROUP_KEY_HEADER.lower().replace(
-        "-", "_"
-    )
-    assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= Settings().limits.request_timeout_s
-    body_mb = int(notes["nginx.ingress.kubernetes.io/proxy-body-size"].rstrip("m"))
-    assert body_mb * 1_000_000 >= Settings().limits.max_body_bytes
-    (rule,) = ingress["spec"]["rules"]
-    (path,) = rule["http"]["paths"]
-    backend = path["backend"]["service"]
-    service = k8s("Service", backend["name"])
-    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
-    assert service["spec"]["selector"] == k8s("Deployment", "grm-server")["spec"]["selector"]["matchLabels"]
-
-
-@pytest.mark.parametrize(
-    ("name", "url_key"), [("grm-vllm", "GRM_GENERATOR__BASE_URL"), ("meta-rm-vllm", "GRM_META_RM__BASE_URL")]
-)
-def test_k8s_engines_request_gpus_for_their_tensor_parallel_size(name: str, url_key: str) -> None:
-    pod = container(k8s("Deployment", name))
-    assert pod["image"] == last("gpu", "FROM").split()[0], "engines run the vLLM release the image is built on"
-    tp = next(e["value"] for e in pod["env"] if e["name"] == "TENSOR_PARALLEL_SIZE")
-    assert flag(pod["args"], "tensor-parallel-size") == "$(TENSOR_PARALLEL_SIZE)"
-    assert (
-        str(pod["resources"]["limits"]["nvidia.com/gpu"]) == str(pod["resources"]["requests"]["nvidia.com/gpu"]) == tp
-    )
-    settings = server_env_sets()["k8s"]
-    host, port, _ = url_parts(settings[url_key])
-    service = k8s("Service", host)
-    assert (
-        service["spec"]["ports"][0]["port"] == port
-        and service["spec"]["selector"] == k8s("Deployment", name)["spec"]["selector"]["matchLabels"]
-    )
-    assert int(flag(pod["args"], "port")) == pod["ports"][0]["containerPort"]
-    assert pod["args"][0] == settings[url_key.replace("BASE_URL", "MODEL")]
-    assert {pod[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")} == {"/health"}
-
-
-def test_vllm_serves_the_route_its_probes_hit() -> None:
-    spec = importlib.util.find_spec("vllm")
-    if spec is None or spec.origin is None:
-        pytest.skip("vllm not installed")
-    sources = (Path(spec.origin).parent / "entrypoints").rglob("*.py")
-    assert any('"/health"' in p.read_text(errors="ignore") for p in sources)
-
-
-def test_probes_health_checks_and_documented_calls_hit_real_routes() -> None:
-    routes = app_routes()
-    pod = container(k8s("Deployment", "grm-server"))
-    probed = {pod[kind]["httpGet"]["path"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
-    probed |= {"/health", "/metrics"}  # HEALTHCHECK of the image and compose files, the Prometheus annotation
-    for path in probed:
-        assert "GET" in routes.get(path, set()), f"{path} is probed but the app has no GET {path}"
-    documented = set(re.findall(r"(?:localhost|127\.0\.0\.1):8000(/[\w/]+)", (ROOT / "docs" / "deploy.md").read_text()))
-    assert documented and documented <= set(routes), f"docs/deploy.md calls unknown routes: {documented - set(routes)}"
-
-
-def test_deploy_doc_states_the_fault_semantics_of_every_supervision_setting() -> None:
-    from server.core.settings import SupervisionSettings
-
-    doc = (ROOT / "docs" / "deploy.md").read_text()
-    section = doc[doc.index("## Engine faults") :]
-    missing = [f"supervision.{name}" for name in SupervisionSettings.model_fields if name != "check_interval_s"]
-    assert [m for m in missing if m not in section] == []
-    assert "grm_engine_restarts_total" in section and "grm_engine_state" in section
-    liveness = container(k8s("Deployment", "grm-server"))["livenessProbe"]["httpGet"]["path"]
-    assert liveness == "/health" and "/health" in section  # liveness must be the route that fails only when dead

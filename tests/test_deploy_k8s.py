@@ -1,0 +1,141 @@
+"""The Kubernetes manifests, probes and documented fault semantics agree with the app: validated against the
+Kubernetes schema, every probed route exists, and the ingress hashes a prompt group onto one replica."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from server.core.settings import Settings
+from tests.deploy_files import (
+    K8S,
+    ROOT,
+    app_routes,
+    clean_env,
+    container,
+    flag,
+    k8s,
+    k8s_docs,
+    last,
+    server_env_sets,
+    url_parts,
+)
+
+__all__ = ["clean_env"]  # the autouse fixture: no GRM_* variable of the host leaks into these tests
+
+
+def test_k8s_manifests_are_valid_kubernetes_objects() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(
+        p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
+    )
+    docs = k8s_docs()
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.32", strict=True)
+    if shutil.which("kubectl"):
+        rendered = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, check=True).stdout
+        assert len([d for d in yaml.safe_load_all(rendered) if d]) == len(docs)
+
+
+def test_k8s_server_probes_ports_and_autoscaling() -> None:
+    deployment, pod = k8s("Deployment", "grm-server"), container(k8s("Deployment", "grm-server"))
+    refs = {(r.get("configMapRef") or r.get("secretRef"))["name"] for r in pod["envFrom"]}
+    assert refs == {"grm-server-settings", "grm-server-api-keys"}
+    port = int(server_env_sets()["k8s"]["GRM_SERVER__PORT"])
+    assert pod["ports"] == [{"name": "http", "containerPort": port}]
+    probes = {kind: pod[kind]["httpGet"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert {k: p["path"] for k, p in probes.items()} == {
+        "startupProbe": "/health",
+        "readinessProbe": "/ready",
+        "livenessProbe": "/health",
+    }
+    assert {p["port"] for p in probes.values()} == {"http"}
+    assert k8s("Service", "grm-server")["spec"]["ports"][0]["targetPort"] == "http"
+    assert (
+        k8s("HorizontalPodAutoscaler", "grm-server")["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    )
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert "nvidia.com/gpu" not in str(pod["resources"]), "the reward server itself needs no GPU"
+
+
+def test_k8s_ingress_routes_a_prompt_group_to_one_replica_by_the_client_header() -> None:
+    from server.integrations.client import GROUP_KEY_HEADER
+
+    ingress = k8s("Ingress", "grm-server")
+    notes = ingress["metadata"]["annotations"]
+    # ingress-nginx consistent hashing on the header the client and adapters send ($http_ + lower, - -> _)
+    assert notes["nginx.ingress.kubernetes.io/upstream-hash-by"] == "$http_" + GROUP_KEY_HEADER.lower().replace(
+        "-", "_"
+    )
+    assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= Settings().limits.request_timeout_s
+    body_mb = int(notes["nginx.ingress.kubernetes.io/proxy-body-size"].rstrip("m"))
+    assert body_mb * 1_000_000 >= Settings().limits.max_body_bytes
+    (rule,) = ingress["spec"]["rules"]
+    (path,) = rule["http"]["paths"]
+    backend = path["backend"]["service"]
+    service = k8s("Service", backend["name"])
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    assert service["spec"]["selector"] == k8s("Deployment", "grm-server")["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize(
+    ("name", "url_key"), [("grm-vllm", "GRM_GENERATOR__BASE_URL"), ("meta-rm-vllm", "GRM_META_RM__BASE_URL")]
+)
+def test_k8s_engines_request_gpus_for_their_tensor_parallel_size(name: str, url_key: str) -> None:
+    pod = container(k8s("Deployment", name))
+    assert pod["image"] == last("gpu", "FROM").split()[0], "engines run the vLLM release the image is built on"
+    tp = next(e["value"] for e in pod["env"] if e["name"] == "TENSOR_PARALLEL_SIZE")
+    assert flag(pod["args"], "tensor-parallel-size") == "$(TENSOR_PARALLEL_SIZE)"
+    assert (
+        str(pod["resources"]["limits"]["nvidia.com/gpu"]) == str(pod["resources"]["requests"]["nvidia.com/gpu"]) == tp
+    )
+    settings = server_env_sets()["k8s"]
+    host, port, _ = url_parts(settings[url_key])
+    service = k8s("Service", host)
+    assert (
+        service["spec"]["ports"][0]["port"] == port
+        and service["spec"]["selector"] == k8s("Deployment", name)["spec"]["selector"]["matchLabels"]
+    )
+    assert int(flag(pod["args"], "port")) == pod["ports"][0]["containerPort"]
+    assert pod["args"][0] == settings[url_key.replace("BASE_URL", "MODEL")]
+    assert {pod[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")} == {"/health"}
+
+
+def test_vllm_serves_the_route_its_probes_hit() -> None:
+    spec = importlib.util.find_spec("vllm")
+    if spec is None or spec.origin is None:
+        pytest.skip("vllm not installed")
+    sources = (Path(spec.origin).parent / "entrypoints").rglob("*.py")
+    assert any('"/health"' in p.read_text(errors="ignore") for p in sources)
+
+
+def test_probes_health_checks_and_documented_calls_hit_real_routes() -> None:
+    routes = app_routes()
+    pod = container(k8s("Deployment", "grm-server"))
+    probed = {pod[kind]["httpGet"]["path"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
+    probed |= {"/health", "/metrics"}  # HEALTHCHECK of the image and compose files, the Prometheus annotation
+    for path in probed:
+        assert "GET" in routes.get(path, set()), f"{path} is probed but the app has no GET {path}"
+    documented = set(re.findall(r"(?:localhost|127\.0\.0\.1):8000(/[\w/]+)", (ROOT / "docs" / "deploy.md").read_text()))
+    assert documented and documented <= set(routes), f"docs/deploy.md calls unknown routes: {documented - set(routes)}"
+
+
+def test_deploy_doc_states_the_fault_semantics_of_every_supervision_setting() -> None:
+    from server.core.settings import SupervisionSettings
+
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    section = doc[doc.index("## Engine faults") :]
+    missing = [f"supervision.{name}" for name in SupervisionSettings.model_fields if name != "check_interval_s"]
+    assert [m for m in missing if m not in section] == []
+    assert "grm_engine_restarts_total" in section and "grm_engine_state" in section
+    for remote in ("generator.connection_retries", "meta_rm.connection_retries", "grm_engine_retries_total"):
+        assert f"`{remote}" in section, remote
+    liveness = container(k8s("Deployment", "grm-server"))["livenessProbe"]["httpGet"]["path"]
+    assert liveness == "/health" and "/health" in section  # liveness must be the route that fails only when dead
