@@ -291,3 +291,14 @@ def test_cli_json_errors_are_the_api_error_body() -> None:
     assert result.exit_code == 2
     body = json.loads(result.stdout)
     assert body["error"]["type"] == "invalid_request_error" and body["error"]["param"] == "query"
+
+
+def test_the_readme_lists_every_metric_the_server_exports() -> None:
+    import re
+
+    from server.http.metrics import Metrics
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    exported = {family.name for family in Metrics().registry.collect()}
+    missing = [name for name in exported if not re.search(rf"`{name}(_total)?[`{{]", readme)]
+    assert exported and not missing, missing

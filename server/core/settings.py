@@ -49,7 +49,9 @@ class GeneratorSettings(BaseModel):
         "guidance",
         description="vLLM structured-output backend (vllm): guidance compiles the length-bounded score regex lazily; xgrammar takes seconds per new (n, max_tokens)",
     )
-    max_model_len: int = Field(4096, ge=256, description="engine context length (vllm)")
+    max_model_len: int = Field(
+        8192, ge=256, description="engine context length (vllm): prompt + judgment; 8192 = DeepSeek-GRM-27B's own"
+    )
     dtype: str = Field("auto", description="engine dtype (vllm)")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (vllm)")
     gpu_memory_utilization: float = Field(
