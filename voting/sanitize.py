@@ -10,8 +10,10 @@ round parentheses, a form the templates never use:
     #### Judgment ####         -> (Judgment)                    template section header at a line start
     <|im_start|>, <end_of_turn>-> (|im_start|), (end_of_turn)   chat special-token strings
 
-Detection runs on an NFKC view with format characters removed, case-insensitive and spacing-tolerant, so
-full-width brackets and letters, zero-width joiners, other digits and Unicode spaces do not escape it.
+Detection runs on an NFKC view with format characters removed and letters of other scripts that look like one
+ASCII character (Unicode's confusables, e.g. Cyrillic `Т`, Greek `ο`) read as that character; it is
+case-insensitive and spacing-tolerant, so full-width brackets and letters, zero-width joiners, look-alike
+letters, other digits and Unicode spaces do not escape it.
 Text without look-alikes comes back unchanged; the output has none, so a second pass changes nothing.
 """
 
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import enum
 import functools
+import importlib.resources
+import json
 import re
 import unicodedata
 from collections import Counter
@@ -83,12 +87,29 @@ def _alone_on_line(view: str, start: int, end: int) -> bool:
     return not view[line_start:start].strip() and not view[end:line_end].strip(" \t.:")
 
 
+@functools.cache
+def _ascii_look_alikes() -> dict[str, str]:
+    """Each non-ASCII letter or digit that Unicode's confusables data (TR39, as shipped by `confusable_homoglyphs`)
+    lists as looking like an ASCII letter or digit, with that character (a letter preferred to a digit).
+    Brackets and colons stay: the patterns name their look-alikes themselves."""
+    data = json.loads(importlib.resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text())
+    found: dict[str, str] = {}
+    for ch, entries in data.items():
+        targets = [e["c"] for e in entries if len(e["c"]) == 1 and e["c"].isascii() and e["c"].isalnum()]
+        if len(ch) == 1 and not ch.isascii() and unicodedata.category(ch)[0] in "LN" and targets:
+            found[ch] = min(targets, key=lambda t: (not t.isalpha(), t))
+    return found
+
+
 class _ViewTable(dict[int, str]):
-    """str.translate table, filled on demand: NFKC of each character, format and combining marks dropped."""
+    """str.translate table, filled on demand: NFKC of each character (or the ASCII character it is a look-alike
+    of), format and combining marks dropped."""
 
     def __missing__(self, code: int) -> str:
         ch = chr(code)
         view = "" if unicodedata.category(ch) in ("Cf", "Mn", "Me") else unicodedata.normalize("NFKC", ch)
+        if view and not view.isascii():
+            view = "".join(_ascii_look_alikes().get(c, c) for c in view)
         if len(self) < 200_000:
             self[code] = view
         return view
