@@ -17,6 +17,7 @@ from meta_rm.protocol import MetaRMInput
 Route = Literal["classify", "pooling"]
 logger = logging.getLogger(__name__)
 RETRY_DELAY_S = 0.5
+READY_TIMEOUT_S = 3.0  # a hung server makes /ready answer 503 before a probe (timeoutSeconds: 5) gives up
 
 
 def request_body(item: MetaRMInput, *, route: Route, model: str | None, max_length: int) -> dict[str, Any]:
@@ -127,7 +128,11 @@ class RemoteMetaRM:
     async def check_ready(self) -> None:
         """Healthy, and serving the named model; learns its context length (truncation must not exceed it)."""
         try:
-            response = await self._client.get("/v1/models")
+            response = await self._client.get("/v1/models", timeout=READY_TIMEOUT_S)
+        except httpx.TimeoutException as exc:
+            raise MetaRMUnavailableError(
+                f"Meta RM server at {self._base} did not answer in {READY_TIMEOUT_S} s"
+            ) from exc
         except httpx.HTTPError as exc:
             raise MetaRMUnavailableError(f"Meta RM server not reachable at {self._base}: {exc!r}") from exc
         if response.status_code != 200:

@@ -14,6 +14,7 @@ from tests.servers import free_port
 class DroppingProxy:
     """`drop = n`: the next n POSTs are forwarded, and when the backend answers, the client's connection is
     reset instead (the backend did the work; the caller sees a dropped connection). `drop = -1`: every POST.
+    `hang = True`: requests are swallowed, never answered (a backend stuck but still accepting connections).
     `pause()` resets every connection and stops listening (connections are refused); `resume()` listens again
     on the same port."""
 
@@ -23,6 +24,7 @@ class DroppingProxy:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.drop = 0
+        self.hang = False
         self.posts = 0  # POSTs that reached the backend
         self.dropped = 0  # answers lost
         self._server: asyncio.Server | None = None
@@ -56,6 +58,8 @@ class DroppingProxy:
 
         async def upstream() -> None:
             while chunk := await client_r.read(65536):
+                if self.hang:
+                    continue
                 if chunk.startswith(b"POST "):
                     self.posts += 1
                     if self.drop:

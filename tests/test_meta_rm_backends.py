@@ -10,6 +10,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from meta_rm import remote as meta_rm_remote
 from meta_rm.embedded import EMBEDDED_META_RM_NAME, EmbeddedMetaRM, prepare_embedded_meta_rm
 from meta_rm.errors import MetaRMBackendError, MetaRMConfigError, MetaRMUnavailableError
 from meta_rm.factory import build_meta_rm
@@ -325,7 +326,10 @@ async def test_remote_meta_rm_asks_again_once_when_a_connection_drops(pooling_ur
 
 
 @pytest.mark.meta_remote
-async def test_a_meta_rm_dropping_connections_is_a_503_then_judging_resumes(pooling_url: str) -> None:
+async def test_a_meta_rm_dropping_connections_is_a_503_then_judging_resumes(
+    pooling_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(meta_rm_remote, "READY_TIMEOUT_S", 0.5)
     async with dropping_proxy(pooling_url) as proxy:
         rm = RemoteMetaRM(proxy.url, model=EMBEDDED_META_RM_NAME, max_length=2048)
         async with app_client(generator=ScriptedGenerator(), meta_rm=rm) as (client, _):
@@ -335,6 +339,12 @@ async def test_a_meta_rm_dropping_connections_is_a_503_then_judging_resumes(pool
             assert r.status_code == 503 and set(r.json()["error"]) == {"message", "type", "param", "code"}
             await proxy.pause()
             assert (await client.get("/ready")).status_code == 503  # /ready follows the pooling server
+            await proxy.resume()
+            proxy.hang = True  # a server that accepts and never answers: 503 within the readiness timeout
+            ready = await client.get("/ready")
+            assert ready.status_code == 503 and "did not answer" in ready.json()["error"]["message"]
+            proxy.hang = False
+            await proxy.pause()
             await proxy.resume()
             proxy.drop = 0
             assert (await client.get("/ready")).status_code == 200

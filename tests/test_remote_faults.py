@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from server.core.embedded import prepare_embedded_model
+from server.core.generators import openai_remote
 from tests.conftest import app_client, cache_dir
 from tests.proxy import dropping_proxy
 from tests.servers import Background, descendants, start_vllm_server
@@ -80,6 +81,25 @@ async def test_ready_follows_a_backend_that_goes_away_and_comes_back(remote_url:
             await proxy.resume()
             assert (await client.get("/ready")).status_code == 200
             assert (await client.post("/score", json=BODY)).status_code == 200
+
+
+@pytest.mark.remote
+async def test_ready_answers_503_quickly_when_the_backend_hangs(
+    remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(openai_remote, "READY_TIMEOUT_S", 0.5)
+    async with dropping_proxy(remote_url.removesuffix("/v1")) as proxy:
+        async with app_client(overrides(proxy.url), generator=None) as (client, _):
+            assert (await client.get("/ready")).status_code == 200
+            proxy.hang = True  # accepts, never answers
+            started = time.monotonic()
+            ready = await client.get("/ready")
+            assert ready.status_code == 503 and "did not answer in 0.5 s" in ready.json()["error"]["message"]
+            assert time.monotonic() - started < 4  # before a readiness probe (timeoutSeconds: 5) gives up
+            proxy.hang = False
+            await proxy.pause()  # the hung connections go; the next check opens a fresh one
+            await proxy.resume()
+            assert (await client.get("/ready")).status_code == 200
 
 
 async def running_requests(url: str) -> float:

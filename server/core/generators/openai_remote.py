@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 RETRY_DELAY_S = 0.5  # lets a restarting backend (or the next replica behind a Service) take the call
+READY_TIMEOUT_S = 3.0  # a hung backend makes /ready answer 503 before a probe (timeoutSeconds: 5) gives up
 
 
 class OpenAIGenerator:
@@ -157,7 +158,10 @@ class OpenAIGenerator:
 
     async def check_ready(self) -> None:
         try:
-            models = await self._client.models.list()
+            models = await self._client.models.list(timeout=READY_TIMEOUT_S)
+        except openai.APITimeoutError as exc:
+            self._error = f"OpenAI-compatible server at {self._settings.base_url} did not answer in {READY_TIMEOUT_S} s"
+            raise BackendUnavailableError(self._error) from exc
         except (openai.APIConnectionError, openai.APIStatusError) as exc:
             self._error = f"OpenAI-compatible server not reachable at {self._settings.base_url}: {exc}"
             raise BackendUnavailableError(self._error) from exc
