@@ -20,6 +20,7 @@ from server.core.settings import Settings
 from server.core.types import JudgeRequest
 from tests.fakes import ScriptedGenerator, shown_responses
 from tests.test_api import app_factory
+from voting import pick_best
 
 __all__ = ["app_factory"]
 
@@ -215,3 +216,12 @@ def test_join_metrics_exist_from_the_start_and_survive_engine_state_changes() ->
     text = metrics.render().decode()
     assert "grm_reward_join_size_sum 5.0" in text and "grm_reward_join_callers_count 2.0" in text
     assert "grm_reward_join_wait_seconds_count 3.0" in text
+
+
+async def test_each_share_breaks_ties_by_the_seed_as_the_service_does() -> None:
+    gen = ScriptedGenerator()
+    joiner, _ = make_joiner(gen, cap=8)
+    shares = await asyncio.gather(joiner.judge(req("P", "aa", "bb", seed=5)), joiner.judge(req("P", "ccc", seed=5)))
+    assert len(gen.calls) == 1 and shares[0].rewards == (2, 2)  # a tie within the first caller's share
+    alone = await make_joiner(ScriptedGenerator(), cap=2)[0].judge(req("P", "aa", "bb", seed=5))  # judged alone
+    assert shares[0].best == alone.best == pick_best((2, 2), 5) == 1

@@ -13,6 +13,7 @@ from server.core.errors import InvalidRequestError
 from server.core.judging import JudgeService, plan_request
 from server.core.prompts import Message
 from server.core.types import JudgeRequest, JudgeResult
+from voting import pick_best
 
 _Key = tuple[tuple[Message, ...], int | None, int | None, float | None, int | None, int | None]
 
@@ -29,7 +30,7 @@ def own_share(result: JudgeResult, positions: Sequence[int]) -> JudgeResult:
     scores = tuple(result.scores[p] for p in positions)
     marks = result.neutralized.responses
     neutralized = replace(result.neutralized, responses=tuple(marks[p] for p in positions) if marks else ())
-    best = max(range(len(scores)), key=scores.__getitem__)
+    best = pick_best(rewards, result.seed)  # as the service picks it: ties broken by the seed
     return replace(result, rewards=rewards, scores=scores, best=best, neutralized=neutralized)
 
 

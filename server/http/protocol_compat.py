@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from server.core.prompts import Message
 from server.http.protocol import Knobs, ScoreResponse, Text, valid_unicode
 
 
@@ -136,6 +137,10 @@ class ChatMessageIn(BaseModel):
         if isinstance(self.content, list):
             return "".join(str(part.get("text", "")) for part in self.content if part.get("type", "text") == "text")
         return self.content or ""
+
+    def message(self) -> Message:
+        """The turn as the judge sees it (a `developer` turn is the system turn of older chat formats)."""
+        return Message("system" if self.role == "developer" else self.role, self.text())
 
 
 class ChatRewardRequest(_Lenient):

@@ -240,7 +240,7 @@ class Serving:
         if isinstance(req.prompt, str):
             conversation: tuple[Message, ...] = (Message("user", req.prompt),)
         else:
-            conversation = tuple(Message("system" if m.role == "developer" else m.role, m.text()) for m in req.prompt)
+            conversation = tuple(m.message() for m in req.prompt)
         group = _Group(conversation)
         group.add(0, req.response)
         (result,) = await self._judge_groups_or_fallback([group], req, request_id, "response")
@@ -278,10 +278,7 @@ class Serving:
             raise InvalidRequestError(
                 "messages must end with the assistant turn to judge, after a user turn", param="messages"
             )
-        conversation = tuple(
-            Message("system" if m.role == "developer" else m.role, m.text()) for m in req.messages[:-1]
-        )
-        groups = [_Group(conversation)]
+        groups = [_Group(tuple(m.message() for m in req.messages[:-1]))]
         groups[0].add(0, req.messages[-1].text())
         (result,) = await self._judge_groups(groups, req, request_id, "messages")
         return ChatRewardResponse(
