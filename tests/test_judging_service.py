@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from server.core.errors import (
+    BackendError,
     BackendUnavailableError,
     InvalidRequestError,
     NoValidJudgmentError,
@@ -168,3 +169,16 @@ async def test_meta_rm_failure_maps_to_the_server_error_tree() -> None:
 
     with pytest.raises(BackendUnavailableError, match="Meta RM: pooling server unreachable"):
         await make_service(ScriptedGenerator(), ScriptedMetaRM(rate=down)).judge(request(("a", "bb"), k=4))
+
+
+async def test_an_unexpected_engine_failure_is_a_502_with_its_cause_and_an_engine_error_stays_itself() -> None:
+    def boom(prompt: str, index: int) -> str:
+        raise RuntimeError("kernel fault")
+
+    with pytest.raises(BackendError) as info:
+        await make_service(ScriptedGenerator(judge=boom)).judge(request(k=2, seed=1))
+    assert type(info.value) is BackendError and info.value.status == 502
+    assert info.value.message == "the generator failed: RuntimeError: kernel fault"
+    assert isinstance(info.value.__cause__, RuntimeError)
+    with pytest.raises(BackendUnavailableError, match="down"):
+        await make_service(ScriptedGenerator(down=True)).judge(request(k=2, seed=1))

@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from server.core.errors import BackendError, GRMError, InvalidRequestError
+from server.core.errors import InvalidRequestError, first_failure
 from server.core.generators.base import (
     ContinuationUnsupportedError,
     Generation,
@@ -69,12 +69,6 @@ def parse_generation(group: OrderGroup, gen: Generation, n: int) -> list[Sample]
     return [parse_text(group, text, n, reason) for text, reason in zip(gen.texts, reasons, strict=True)]
 
 
-def first_error(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
-
-
 @dataclass(frozen=True, slots=True)
 class BoxCompleter:
     """Completes every unparseable judgment of one attempt; `resample` is how to sample afresh where the
@@ -107,10 +101,7 @@ class BoxCompleter:
                     for j in todo
                 ]
         except BaseExceptionGroup as group:
-            first = first_error(group)
-            if isinstance(first, GRMError):
-                raise first from None
-            raise BackendError(f"completing judgments failed: {type(first).__name__}: {first}") from first
+            raise first_failure(group, "completing judgments")  # noqa: B904 - the cause is set by first_failure
         usage = Usage()
         for j, task in zip(todo, tasks, strict=True):
             out[j], extra = task.result()

@@ -135,3 +135,15 @@ def meta_rm_errors() -> Iterator[None]:
         raise
     except Exception as exc:
         raise from_meta_rm(exc) from exc
+
+
+def first_failure(group: BaseExceptionGroup[BaseException], what: str) -> GRMError:
+    """The error to raise for a task group that failed: its first GRMError as it is, anything else as a 502."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    if isinstance(first, GRMError):
+        return first
+    err = BackendError(f"{what} failed: {type(first).__name__}: {first}")
+    err.__cause__ = first
+    return err

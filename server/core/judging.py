@@ -13,12 +13,11 @@ from typing import Protocol
 from meta_rm.protocol import MetaRM, MetaRMInput
 from server.core.completion import BoxCompleter, parse_generation
 from server.core.errors import (
-    BackendError,
-    GRMError,
     InvalidRequestError,
     NoValidJudgmentError,
     OverloadedError,
     RequestTimeoutError,
+    first_failure,
     meta_rm_errors,
 )
 from server.core.generators.base import Generation, Generator, SamplingConfig
@@ -283,12 +282,7 @@ class JudgeService:
                     for j, (g, prompt) in enumerate(zip(groups, prompts, strict=True))
                 ]
         except ExceptionGroup as group:
-            first = group.exceptions[0]
-            while isinstance(first, ExceptionGroup):
-                first = first.exceptions[0]
-            if isinstance(first, GRMError):
-                raise first from None
-            raise BackendError(f"the generator failed: {type(first).__name__}: {first}") from first
+            raise first_failure(group, "the generator")  # noqa: B904 - the cause is set by first_failure
         return [t.result() for t in tasks]
 
     async def _select(self, req: JudgeRequest, samples: list[Sample], k_meta: int) -> list[Sample]:
