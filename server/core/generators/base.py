@@ -29,6 +29,18 @@ class Generation:
     token_ids: tuple[tuple[int, ...], ...] = ()
 
 
+def one_each(gens: Sequence[Generation]) -> Generation:
+    """One Generation of the first sample of each one-sample call (continuations sent one per partial)."""
+    return Generation(
+        texts=tuple(g.texts[0] if g.texts else "" for g in gens),
+        prompt_tokens=sum(g.prompt_tokens for g in gens),
+        completion_tokens=sum(g.completion_tokens for g in gens),
+        cached_tokens=sum(g.cached_tokens for g in gens),
+        finish_reasons=tuple(g.finish_reasons[0] if g.finish_reasons else None for g in gens),
+        token_ids=tuple(g.token_ids[0] for g in gens) if all(g.token_ids for g in gens) else (),
+    )
+
+
 def nth_seed(seed: int | None, i: int) -> int | None:
     """A distinct seed for the i-th of several one-sample requests made from one seeded call."""
     return None if seed is None else (seed + 104_729 * i) % 2**31

@@ -16,6 +16,7 @@ from server.core.generators.base import (
     Partial,
     SamplingConfig,
     nth_seed,
+    one_each,
 )
 
 if TYPE_CHECKING:
@@ -91,13 +92,7 @@ class OpenAIGenerator:
             if "continue_final_message" in exc.message or "add_generation_prompt" in exc.message:
                 self._can_continue = False  # the server does not know the field: never ask again
             raise ContinuationUnsupportedError(exc.message) from exc
-        return Generation(
-            texts=tuple(g.texts[0] if g.texts else "" for g in gens),
-            prompt_tokens=sum(g.prompt_tokens for g in gens),
-            completion_tokens=sum(g.completion_tokens for g in gens),
-            cached_tokens=sum(g.cached_tokens for g in gens),
-            finish_reasons=tuple(g.finish_reasons[0] if g.finish_reasons else None for g in gens),
-        )
+        return one_each(gens)
 
     async def _chat(
         self, messages: list[dict[str, str]], sampling: SamplingConfig, request_id: str, extra: dict[str, Any]

@@ -6,11 +6,12 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from meta_rm.vllm_common import configure_cpu_environment, readiness_problem, shutdown
 from server.core.errors import BackendError, BackendUnavailableError, ConfigurationError, InvalidRequestError
-from server.core.generators.base import Generation, Partial, SamplingConfig, nth_seed
+from server.core.generators.base import Generation, Partial, SamplingConfig, nth_seed, one_each
 from server.core.prompts import TemplateName, measure_chars_per_token
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ def _cpu_dtype(dtype: str) -> str:
     if dtype != "auto":
         return dtype
     try:
-        flags = open("/proc/cpuinfo", encoding="utf-8").read()
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
         return dtype
     return dtype if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
@@ -127,21 +128,14 @@ class VLLMGenerator:
             raise BackendUnavailableError(self._error or "engine not started")
         ids = await asyncio.to_thread(self._encode, prompt)
         room = self._settings.max_model_len - sampling.max_tokens - len(ids)
-        heads = [await asyncio.to_thread(self._continued_ids, p, room) for p in partials]
+        heads = await asyncio.to_thread(lambda: [self._continued_ids(p, room) for p in partials])
         gens = await asyncio.gather(
             *(
                 self._run(ids + head, replace(sampling, n=1, seed=nth_seed(sampling.seed, i)), f"{request_id}-{i}")
                 for i, head in enumerate(heads)
             )
         )
-        return Generation(
-            texts=tuple(g.texts[0] for g in gens),
-            prompt_tokens=sum(g.prompt_tokens for g in gens),
-            completion_tokens=sum(g.completion_tokens for g in gens),
-            cached_tokens=sum(g.cached_tokens for g in gens),
-            finish_reasons=tuple(g.finish_reasons[0] for g in gens),
-            token_ids=tuple(g.token_ids[0] for g in gens),
-        )
+        return one_each(gens)
 
     def _continued_ids(self, partial: Partial, room: int) -> list[int]:
         """Tokens of `partial.text`: the longest prefix of its output tokens that decodes into a prefix of
