@@ -15,7 +15,7 @@ import pytest
 from meta_rm.embedded import prepare_embedded_meta_rm
 from server.core.embedded import prepare_embedded_model
 from tests.conftest import cache_dir
-from tests.servers import Background, start_grm_server
+from tests.servers import Background, descendants, start_grm_server
 
 pytestmark = pytest.mark.engine
 
@@ -23,19 +23,16 @@ SCORE = {"query": "What is 2+2?", "responses": ["4", "5"], "k": 2, "k_meta": 1, 
 
 
 def engine_core_pids(server_pid: int) -> list[int]:
-    """Child processes of the server whose title or command line names vLLM's EngineCore (from /proc), oldest
-    first (the GRM engine starts before the Meta RM engine)."""
+    """The server's vLLM EngineCore processes (by process title or command line), oldest first (the GRM
+    engine starts before the Meta RM engine)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in descendants(server_pid):
         try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ") + (entry / "comm").read_bytes()
-        except (OSError, IndexError, ValueError):
+            title = Path(f"/proc/{pid}/cmdline").read_bytes() + Path(f"/proc/{pid}/comm").read_bytes()
+        except OSError:
             continue
-        if ppid == server_pid and b"EngineCore" in title:
-            found.append(int(entry.name))
+        if b"EngineCore" in title:
+            found.append(pid)
     return sorted(found, key=started)
 
 
