@@ -315,3 +315,21 @@ async def test_every_answer_carries_the_request_id_once(
     r = await client.request(method, path, json=body, headers={"X-Request-Id": "trace-7"})
     assert r.status_code == status
     assert r.headers.get_list("x-request-id") == ["trace-7"]
+
+
+async def test_an_unexpected_error_is_a_500_with_the_error_body_and_the_request_id() -> None:
+    app = create_app(Settings(), generator=ScriptedGenerator())
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    app.state.serving.score = broken
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # as uvicorn: the app answers 500
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        r = await client.post("/score", json={"query": "q", "responses": ["a"]}, headers={"X-Request-Id": "t-500"})
+    err = assert_error(r, 500)
+    assert err["type"] == "internal_error" and "RuntimeError" in err["message"] and "a bug" not in err["message"]
+    assert r.headers.get_list("x-request-id") == ["t-500"]

@@ -33,11 +33,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_grm(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GRMError)
-        return error_response(exc, rid(request))
+        return error_response(exc)
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(invalid_from_errors(exc.errors()), rid(request))
+        return error_response(invalid_from_errors(exc.errors()))
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -47,9 +47,10 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = "the body could not be parsed: send JSON encoded as UTF-8"
         err = GRMError(detail)
         err.status, err.type = exc.status_code, kind
-        return error_response(err, rid(request))
+        return error_response(err)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette answers this one from its outermost middleware, past EdgeMiddleware: tag it here.
         logger.exception("%s: unexpected error", rid(request))
         return error_response(GRMError(f"internal error ({type(exc).__name__}); see the server log"), rid(request))
 
@@ -80,16 +81,14 @@ class EdgeMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                sent = message.setdefault("headers", [])
-                if not any(name.lower() == b"x-request-id" for name, _ in sent):  # error bodies carry it already
-                    sent.append((b"x-request-id", rid.encode("latin-1")))
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode("latin-1")))
             await send(message)
 
         async def send_app(message: Message) -> None:
             if too_large:  # the app saw a disconnect; answer 413 instead of whatever it says
                 if message["type"] == "http.response.start":
                     err = PayloadTooLargeError(f"the body exceeds {self.max_body} bytes", code="body_too_large")
-                    await error_response(err, rid)(scope, receive, send_tagged)
+                    await error_response(err)(scope, receive, send_tagged)
                 return
             await send_tagged(message)
 
@@ -109,7 +108,7 @@ class EdgeMiddleware:
                 err = PayloadTooLargeError(
                     f"the body has {int(declared)} bytes (limit {self.max_body})", code="body_too_large"
                 )
-                await error_response(err, rid)(scope, receive, send_tagged)
+                await error_response(err)(scope, receive, send_tagged)
                 return
             self.metrics.in_flight.inc()
             try:
