@@ -63,8 +63,9 @@ class DroppingProxy:
                 if chunk.startswith(b"POST "):
                     self.posts += 1
                     if self.drop:
-                        self.drop -= 1 if self.drop > 0 else 0
                         losing.set()
+                        if self.drop > 0:  # -1 stays: every POST
+                            self.drop -= 1
                 up_w.write(chunk)
                 await up_w.drain()
 
