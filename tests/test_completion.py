@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.core.completion import BOX_OPEN, completion_prefix
+from server.core.errors import NoValidJudgmentError
 from server.core.judging import JudgeService
 from server.core.prompts import (
     PromptBuilder,
@@ -234,3 +236,21 @@ async def test_a_box_of_its_own_before_a_broken_one_is_kept_without_an_engine_ca
     assert result.valid == 3 and all(s.completed for s in result.samples) and not gen.continued
     assert all(s.scores == (1, 7, 3) and s.text.endswith("}") for s in result.samples)
     assert result.usage.engine_calls == 3
+
+
+@pytest.mark.parametrize("can_continue", [True, False])
+async def test_completion_seeds_follow_the_request_seed(can_continue: bool) -> None:
+    """Continuations (or resamples, where the backend cannot continue) are seeded from the request's seed
+    through voting.derive_seed: the same seed asks the same, another seed asks otherwise, each order its own."""
+
+    async def seeds(seed: int) -> list[int | None]:
+        gen = ScriptedGenerator(judge=long_reasoning, can_continue=can_continue)
+        with contextlib.suppress(NoValidJudgmentError):  # resampled judgments have no box either
+            await grm_service(gen, **{"judging.retries": 0}).judge(request(RESPONSES, k=3, seed=seed))
+        asked = [c[2].seed for c in gen.continued] if can_continue else [c[1].seed for c in gen.calls[3:]]
+        assert len(asked) == 3
+        return asked
+
+    first = await seeds(5)
+    assert first == await seeds(5) and first != await seeds(6)
+    assert len(set(first)) == 3  # one per order (the engine splits a call's seed per partial on its own)

@@ -20,7 +20,7 @@ from server.core.generators.base import (
 )
 from server.core.prompts import box_scores_regex
 from server.core.types import Sample, Usage
-from voting import map_to_caller, parse_scores, split_judgment
+from voting import derive_seed, map_to_caller, parse_scores, split_judgment
 from voting.orders import OrderGroup
 
 logger = logging.getLogger(__name__)
@@ -124,13 +124,17 @@ class BoxCompleter:
             Partial(completion_prefix(samples[i].text), gen.token_ids[i] if gen.token_ids else ()) for i in missing
         ]
         sampling = SamplingConfig(
-            1, self.temperature, completion_max_tokens(self.n), (self.seed + j) % 2**31, box_scores_regex(self.n)
+            1,
+            self.temperature,
+            completion_max_tokens(self.n),
+            derive_seed(self.seed, "complete", j),
+            box_scores_regex(self.n),
         )
         try:
             cont = await self.generator.continue_judgments(prompt, partials, sampling, request_id)
         except ContinuationUnsupportedError as exc:
             logger.info("%s: cannot continue judgments (%s); resampling %d", request_id, exc, len(missing))
-            return await self._resample(request_id, group, prompt, out, missing)
+            return await self._resample(request_id, group, prompt, out, missing, j)
         except InvalidRequestError as exc:  # e.g. the context is full: the judgments stay invalid
             logger.warning("%s: completing %d judgments refused: %s", request_id, len(missing), exc.message)
             return out, Usage()
@@ -139,10 +143,14 @@ class BoxCompleter:
         return out, Usage(cont.prompt_tokens, cont.completion_tokens, cont.cached_tokens, len(missing))
 
     async def _resample(
-        self, request_id: str, group: OrderGroup, prompt: str, samples: list[Sample], missing: list[int]
+        self, request_id: str, group: OrderGroup, prompt: str, samples: list[Sample], missing: list[int], j: int
     ) -> tuple[list[Sample], Usage]:
         sampling = SamplingConfig(
-            len(missing), self.temperature, self.resample.max_tokens, (self.seed + 7919) % 2**31, self.resample.regex
+            len(missing),
+            self.temperature,
+            self.resample.max_tokens,
+            derive_seed(self.seed, "resample", j),
+            self.resample.regex,
         )
         gen = await self.generator.generate(prompt, sampling, f"{request_id}-r")
         out = list(samples)

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from voting import derive_seed
+
 
 @dataclass(frozen=True, slots=True)
 class SamplingConfig:
@@ -43,7 +45,7 @@ def one_each(gens: Sequence[Generation]) -> Generation:
 
 def nth_seed(seed: int | None, i: int) -> int | None:
     """A distinct seed for the i-th of several one-sample requests made from one seeded call."""
-    return None if seed is None else (seed + 104_729 * i) % 2**31
+    return None if seed is None else derive_seed(seed, "nth", i)
 
 
 @dataclass(frozen=True, slots=True)
