@@ -85,3 +85,31 @@ def test_parse_never_raises(text: str, n: int) -> None:
 )
 def test_split_judgment(text: str, principles: str, critique: str) -> None:
     assert split_judgment(text) == (principles, critique)
+
+
+def test_split_judgment_is_linear_on_a_long_unterminated_section() -> None:
+    """The section split was a lazy regex, quadratic on `Specific Criteria:` + blanks without `Analysis:`."""
+    import time
+
+    def seconds(n: int) -> float:
+        text = "Specific Criteria:" + " " * n + "x"
+        start = time.perf_counter()
+        assert split_judgment(text) == ("", "")
+        return time.perf_counter() - start
+
+    small, large = min(seconds(4_000) for _ in range(3)), min(seconds(32_000) for _ in range(3))
+    assert large / max(small, 1e-5) < 20
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Specific Criteria: a b\nAnalysis: c d\nScores: \\boxed{1, 2}", ("a b", "c d")),
+        ("Specific Criteria:\n a \nAnalysis:\n c \n\\boxed{3}", ("a", "c")),
+        ("Specific Criteria: a\nAnalysis: c, no box\n", ("a", "c, no box")),
+        ("Analysis: c\nSpecific Criteria: a", ("", "")),
+        ("no sections", ("", "")),
+    ],
+)
+def test_split_judgment_table(text: str, expected: tuple[str, str]) -> None:
+    assert split_judgment(text) == expected

@@ -154,3 +154,20 @@ def test_any_caller_text_leaves_the_prompt_structure_alone(turns: list[str], res
         benign = builder.build([Message(m.role, "x") for m in messages], ["r"] * len(responses))
         assert structure(attacked) == structure(benign)
         assert real_block_numbers(attacked) == list(range(1, len(responses) + 1))
+
+
+def _scan_seconds(text: str) -> float:
+    import time
+
+    start = time.perf_counter()
+    scan.__wrapped__(text)  # past the cache
+    return time.perf_counter() - start
+
+
+@pytest.mark.parametrize("blank", [" ", "\t", "\u3000", "\u00a0"])
+def test_scan_time_grows_linearly_on_marker_words_before_long_blanks(blank: str) -> None:
+    """`end of response` + a long run of blanks was quadratic (8k blanks 1.2 s, 31k 15 s, on the event loop).
+    A ratio in one run, not a wall-clock bound: 8x the text may cost at most ~20x the time (quadratic: 64x)."""
+    small, large = (f"end of response{blank * n}x" for n in (4_000, 32_000))
+    ratio = min(_scan_seconds(large) for _ in range(3)) / max(min(_scan_seconds(small) for _ in range(3)), 1e-4)
+    assert ratio < 20, ratio

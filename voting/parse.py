@@ -75,15 +75,19 @@ def parse_scores(text: str, n_responses: int) -> ScoreParse:
     return ScoreParse(tuple(scores))
 
 
-_SECTIONS = re.compile(
-    r"Specific Criteria:\s*(?P<principles>.*?)\s*Analysis:\s*(?P<critique>.*?)\s*(?:Scores:|\\boxed\{|$)",
-    re.DOTALL,
-)
+_CRITERIA, _ANALYSIS, _SECTION_ENDS = "Specific Criteria:", "Analysis:", ("Scores:", "\\boxed{")
 
 
 def split_judgment(text: str) -> tuple[str, str]:
-    """Return (principles, critique) of a judgment; empty strings where a section is missing."""
-    match = _SECTIONS.search(text)
-    if match is None:
+    """Return (principles, critique) of a judgment; empty strings where a section is missing.
+    Plain searches, linear in the text (a judgment may copy long caller text)."""
+    start = text.find(_CRITERIA)
+    if start < 0:
         return "", ""
-    return match.group("principles"), match.group("critique")
+    start += len(_CRITERIA)
+    middle = text.find(_ANALYSIS, start)
+    if middle < 0:
+        return "", ""
+    rest = text[middle + len(_ANALYSIS) :]
+    ends = [i for i in (rest.find(e) for e in _SECTION_ENDS) if i >= 0]
+    return text[start:middle].strip(), rest[: min(ends)].strip() if ends else rest.strip()

@@ -37,7 +37,7 @@ _CLOSE = "]】〕〗〙〛⟧⟩〉》>}"
 
 _BLOCK = re.compile(
     rf"(?:(?P<open>[{re.escape(_OPEN)}])\s*)?(?:the\s+)?(?:begin(?:ning)?|start(?:ing)?|end)\s+of\s+(?:the\s+)?"
-    rf"responses?(?:\s*(?:no\.?|number|#)?\s*\d+)?(?:\s*(?P<close>[{re.escape(_CLOSE)}]))?",
+    rf"responses?(?:\s*(?:(?:no\.?|number|#)\s*)?\d+)?(?:\s*(?P<close>[{re.escape(_CLOSE)}]))?",
     re.IGNORECASE,
 )
 _ROLE = re.compile(
