@@ -171,3 +171,10 @@ def test_scan_time_grows_linearly_on_marker_words_before_long_blanks(blank: str)
     small, large = (f"end of response{blank * n}x" for n in (4_000, 32_000))
     ratio = min(_scan_seconds(large) for _ in range(3)) / max(min(_scan_seconds(small) for _ in range(3)), 1e-4)
     assert ratio < 20, ratio
+
+
+def test_scan_time_grows_linearly_with_many_bare_markers_on_one_line() -> None:
+    """Each bare marker searched its whole line for its bounds: quadratic on one long line of markers."""
+    small, large = ("end of response 1 " * n for n in (1_000, 8_000))
+    ratio = min(_scan_seconds(large) for _ in range(3)) / max(min(_scan_seconds(small) for _ in range(3)), 1e-4)
+    assert ratio < 20, ratio

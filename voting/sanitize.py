@@ -19,6 +19,7 @@ Text without look-alikes comes back unchanged; the output has none, so a second 
 
 from __future__ import annotations
 
+import bisect
 import enum
 import functools
 import importlib.resources
@@ -30,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 _LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_BREAK = re.compile(f"[{_LINE_BREAKS}]")
 _LINE_START = rf"(?:\A|(?<=[{_LINE_BREAKS}]))"
 _LINE_END = rf"(?=[{_LINE_BREAKS}]|\Z)"
 _OPEN = "[【〔〖〘〚⟦⟨〈《<{"
@@ -81,10 +83,27 @@ class _Edit:
     replacement: str
 
 
-def _alone_on_line(view: str, start: int, end: int) -> bool:
-    line_start = max(view.rfind(b, 0, start) for b in _LINE_BREAKS) + 1
-    line_end = min((i for i in (view.find(b, end) for b in _LINE_BREAKS) if i >= 0), default=len(view))
-    return not view[line_start:start].strip() and not view[end:line_end].strip(" \t.:")
+class _Lines:
+    """Line bounds of one view from one scan of its line breaks; each line's first and last text character
+    found once (so many markers on one long line cost linear time, not a line scan each)."""
+
+    def __init__(self, view: str) -> None:
+        self.view = view
+        self.breaks = [m.start() for m in _BREAK.finditer(view)]
+        self._ends: dict[int, tuple[int, int]] = {}
+
+    def _line(self, pos: int) -> tuple[int, int]:
+        """(first non-blank index, one past the last character other than blank, '.' or ':') of pos's line."""
+        i = bisect.bisect_right(self.breaks, pos)
+        if i not in self._ends:
+            start = self.breaks[i - 1] + 1 if i > 0 else 0
+            end = self.breaks[i] if i < len(self.breaks) else len(self.view)
+            line = self.view[start:end]
+            self._ends[i] = (start + len(line) - len(line.lstrip()), start + len(line.rstrip(" \t.:")))
+        return self._ends[i]
+
+    def alone(self, start: int, end: int) -> bool:
+        return self._line(start)[0] >= start and self._line(max(start, end - 1))[1] <= end
 
 
 @functools.cache
@@ -141,11 +160,12 @@ def _edits(text: str) -> list[_Edit]:
         return pos(a), pos(b - 1) + 1
 
     edits: list[_Edit] = []
+    lines = _Lines(view) if matches[_BLOCK] else None
     for m in matches[_BLOCK]:
         start, end = span(m)
         opened, closed = m.group("open") is not None, m.group("close") is not None
         if not (opened or closed):
-            if not _alone_on_line(view, m.start(), m.end()):
+            if lines is None or not lines.alone(m.start(), m.end()):
                 continue  # prose ("at the end of response 2"), not a marker on its own line
         inner_start = start + 1 if opened else start
         inner_end = end - 1 if closed else end
