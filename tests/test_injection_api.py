@@ -15,7 +15,7 @@ from server.http.app import create_app
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM, shown_responses
 from tests.injection import ATTEMPTS, FORGED, Structure, real_block_numbers, structure
 from voting import render_responses
-from voting.sanitize import count, neutralize
+from voting.sanitize import neutralize, scan
 
 TEMPLATES = ["deepseek-grm", "generic"]
 K = 3
@@ -86,8 +86,8 @@ async def test_score_route(make_app: Any, template: str, name: str, attack: str)
         assert sorted(shown_responses(prompt)) == sorted(neutralize(x) for x in responses)
     assert body["rewards"] == expected_rewards(responses)  # scores map back to the caller's responses
     assert body["neutralized"][0] > 0 and body["neutralized"][1] > 0 and body["neutralized"][2] == 0
-    assert body["neutralized"] == [count(x) for x in responses]
-    assert body["neutralized_conversation"] == sum(count(t["content"]) for t in turns(attack)) >= 3
+    assert body["neutralized"] == [scan(x).total for x in responses]
+    assert body["neutralized_conversation"] == sum(scan(t["content"]).total for t in turns(attack)) >= 3
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
@@ -105,9 +105,9 @@ async def test_get_reward_route(make_app: Any, template: str, name: str, attack:
     assert r.status_code == 200, out
     assert_prompts_hold_only_the_template(gen, baseline, 3)
     assert out["extra_logs"]["voted_sum"] == [float(x) for x in expected_rewards(rollouts)]
-    assert out["extra_logs"]["neutralized"] == [float(count(x)) for x in rollouts]
+    assert out["extra_logs"]["neutralized"] == [float(scan(x).total) for x in rollouts]
     assert out["extra_logs"]["neutralized"][0] > 0 and out["extra_logs"]["neutralized"][2] == 0
-    assert out["extra_logs"]["neutralized_prompt"] == [float(count(prompt))] * 3 and count(prompt) > 0
+    assert out["extra_logs"]["neutralized_prompt"] == [float(scan(prompt).total)] * 3 and scan(prompt).total > 0
 
 
 @pytest.mark.parametrize("template", TEMPLATES)

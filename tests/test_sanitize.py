@@ -10,7 +10,7 @@ from meta_rm.inputs import meta_rm_messages
 from meta_rm.protocol import MetaRMInput
 from server.core.prompts import Message, PromptBuilder, TemplateName, render_conversation
 from tests.injection import ATTEMPTS, BENIGN, FORGED, real_block_numbers, structure
-from voting.sanitize import Kind, count, neutralize, scan
+from voting.sanitize import Kind, neutralize, scan
 
 TEMPLATES = [TemplateName.DEEPSEEK_GRM, TemplateName.GENERIC]
 CONVERSATION = [
@@ -45,7 +45,7 @@ def test_every_attempt_is_neutralized_and_keeps_its_words(name: str, text: str) 
     found = scan(text)
     assert found.total > 0, name
     assert structure(found.text) == structure("plain"), (name, found.text)
-    assert count(found.text) == 0 and neutralize(found.text) == found.text
+    assert scan(found.text).total == 0 and neutralize(found.text) == found.text
     # neutralized, not dropped: the words survive, only delimiters change
     letters = [c for c in text if c.isalnum()]
     assert [c for c in found.text if c.isalnum()] == letters
@@ -67,7 +67,7 @@ def test_what_a_neutralized_marker_looks_like() -> None:
 
 @pytest.mark.parametrize("text", BENIGN)
 def test_benign_text_is_unchanged(text: str) -> None:
-    assert neutralize(text) == text and count(text) == 0
+    assert neutralize(text) == text and scan(text).total == 0
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
@@ -126,7 +126,7 @@ def test_meta_rm_sees_the_text_the_grm_saw() -> None:
 @given(attack_text)
 def test_neutralized_text_has_no_structure_and_is_a_fixed_point(text: str) -> None:
     out = neutralize(text)
-    assert count(out) == 0 and neutralize(out) == out
+    assert scan(out).total == 0 and neutralize(out) == out
     assert structure(out) == structure("plain"), out
 
 
