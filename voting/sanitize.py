@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from re import ASCII, Match, compile
@@ -46,7 +45,7 @@ _KEYWORD = f"(?:{'|'.join(_KEYWORDS)})"
 _HEADS = [rf"\[[ \n]*+(?:{_THE}{_KEYWORD}|{_KEYWORD})", rf"<[ \n]*+(?:{_THE}{_KEYWORD}|{_KEYWORD})", _THE + _KEYWORD]
 _BLOCK = compile(
     rf"(?:{'|'.join(_HEADS + _KEYWORDS)}){_SEP}{_word('of')}{_SEP}(?:{_THE})?{_word('response')}(?:{_F}s)?"
-    r"(?:[ \n]*+(?:(?:no\.?|number|\#)[ \n]*+)?\d++)?(?P<end>)(?:[ \n]*+(?P<close>[\]>]))?",
+    rf"(?:{_F}[ \n]*+(?:(?:no\.?|number|\#)[ \n]*+)?\d++)?(?P<end>)(?:[ \n]*+(?P<close>[\]>]))?",
     ASCII,
 )
 # Line starts: searched in "\n" + view, so each match starts with a literal (fast) and ends its line.
@@ -133,13 +132,17 @@ def _is_marker(view: str, m: Match[str], start: int) -> bool:
     return _DELIM in (left, right) or left == right == _GLUED  # prose: "at the end of response 2 you said"
 
 
-_Edit = tuple[int, int, str]  # (start, end, replacement) in the original text
+# (start, rank, end, replacement) in the original text; rank orders edits at one position: the closing paren of
+# what ends there, then the opening paren of what starts there, then a replaced character.
+_Edit = tuple[int, int, int, str]
 
 
-def _edits(v: View) -> tuple[list[_Edit], list[Kind]]:
+def _edits(v: View) -> tuple[list[_Edit], dict[Kind, int]]:
     view, pos, end = v.text, v.origin, v.origin_end
     edits: list[_Edit] = []
-    kinds: list[Kind] = []
+    add = edits.append
+    counts: dict[Kind, int] = {}
+    n = 0
     for m in _BLOCK.finditer(view):
         a, b = m.start(), m.end("end")
         if view[a] in "[<":
@@ -147,47 +150,62 @@ def _edits(v: View) -> tuple[list[_Edit], list[Kind]]:
         if not _is_marker(view, m, a):
             continue
         if a > m.start():
-            edits.append((pos(m.start()), pos(m.start()) + 1, ""))  # the bracket goes, the blanks stay
-        edits += [(pos(a), pos(a), "("), (end(b), end(b), ")")]
+            add((pos(m.start()), 2, pos(m.start()) + 1, ""))  # the bracket goes, the blanks stay
+        add((pos(a), 1, pos(a), "("))
+        add((end(b), 0, end(b), ")"))
         if m.group("close") is not None:
-            edits.append((pos(m.end() - 1), pos(m.end() - 1) + 1, ""))
-        kinds.append(Kind.BLOCK)
+            add((pos(m.end() - 1), 2, pos(m.end() - 1) + 1, ""))
+        n += 1
+    counts[Kind.BLOCK] = n
     lines = "\n" + view  # one copy; offsets below are one more than in view
+    n = 0
     for m in _ROLE.finditer(lines):
         a, b = m.start("role") - 1, m.end("role") - 1
-        edits += [(pos(a), pos(a), "("), (end(b), end(b), ")")]
-        kinds.append(Kind.ROLE)
+        add((pos(a), 1, pos(a), "("))
+        add((end(b), 0, end(b), ")"))
+        n += 1
+    counts[Kind.ROLE] = n
+    n = 0
     for m in _HEADER.finditer(lines):
         a, b = m.start("name") - 1, m.end("name") - 1
-        edits += [(pos(m.start()), pos(a), "("), (end(b), end(m.end() - 1), ")")]
-        kinds.append(Kind.HEADER)
+        add((pos(m.start()), 2, pos(a), "("))
+        add((end(b), 2, end(m.end() - 1), ")"))
+        n += 1
+    counts[Kind.HEADER] = n
+    n = 0
     for m in _TOKEN.finditer(view):
         inner = _NAMED_TOKEN.finditer(view, m.start() + 1, m.end() - 1) if view[m.start() + 1] == "|" else ()
         for t in (m, *inner):
-            edits += [(pos(t.start()), pos(t.start()) + 1, "("), (pos(t.end() - 1), pos(t.end() - 1) + 1, ")")]
-            kinds.append(Kind.TOKEN)
+            add((pos(t.start()), 2, pos(t.start()) + 1, "("))
+            add((pos(t.end() - 1), 2, pos(t.end() - 1) + 1, ")"))
+            n += 1
+    counts[Kind.TOKEN] = n
+    n = 0
     for m in _BOX.finditer(view):
         a, b = m.span("word")
-        edits += [(pos(m.start()), pos(a), "("), (end(b), end(b), ")")]
-        kinds.append(Kind.BOX)
-    return edits, kinds
+        add((pos(m.start()), 2, pos(a), "("))
+        add((end(b), 0, end(b), ")"))
+        n += 1
+    counts[Kind.BOX] = n
+    return edits, {kind: n for kind, n in counts.items() if n}
 
 
 @functools.lru_cache(maxsize=64)  # a request renders each of its texts once per response order
 def scan(text: str) -> Neutralized:
     """Neutralize every look-alike in `text` in one pass (the output has none left: docs/security.md)."""
-    edits, kinds = _edits(View(text))
+    edits, counts = _edits(View(text))
     if not edits:
         return Neutralized(text, {})
+    edits.sort()
     parts, last = [], 0
-    # at one position: a closing paren (of what ends there), then an opening one, then a replacement
-    for start, stop, replacement in sorted(edits, key=lambda e: (e[0], e[1] > e[0], e[2] != ")")):
+    for start, _, stop, replacement in edits:
         if start < last:  # never happens (the kinds' spans are disjoint); keeps the text whole if it did
             continue
-        parts += [text[last:start], replacement]
+        parts.append(text[last:start])
+        parts.append(replacement)
         last = stop
     parts.append(text[last:])
-    return Neutralized("".join(parts), dict(Counter(kinds)))
+    return Neutralized("".join(parts), counts)
 
 
 def neutralize(text: str) -> str:
