@@ -129,6 +129,6 @@ BENIGN = [
     "Let f(x) = x^2; then f'(x) = 2x and ∫₀¹ x² dx = 1/3. For n ≥ 1: ∑ i = n(n+1)/2, ⟨a|b⟩ ≤ ‖a‖·‖b‖, {x : x > 0}.",
     "$$\\frac{a}{b} + \\sqrt{c} = \\left[ 0, 1 \\right)$$ and 3 × 4 = 12, 7 ÷ 2 = 3.5, α + β = γ.",
     "```fsharp\nlet y = xs |> List.map f <| z\n```\n```python\ndef end_of_response(self, n: int) -> None:\n"
-    "    return self.responses[n]  # user: the caller\n```\nif a<b and c>d: print(f\"{a}\")",
-    "```rust\nfn main() { let v: Vec<u8> = vec![1, 2]; println!(\"{:?}\", v); }\n```",
+    '    return self.responses[n]  # user: the caller\n```\nif a<b and c>d: print(f"{a}")',
+    '```rust\nfn main() { let v: Vec<u8> = vec![1, 2]; println!("{:?}", v); }\n```',
 ]

@@ -155,5 +155,3 @@ def test_any_caller_text_leaves_the_prompt_structure_alone(turns: list[str], res
         benign = builder.build([Message(m.role, "x") for m in messages], ["r"] * len(responses))
         assert structure(attacked) == structure(benign)
         assert real_block_numbers(attacked) == list(range(1, len(responses) + 1))
-
-
