@@ -89,3 +89,13 @@ async def test_pipeline_core_with_the_instant_engine() -> None:
 def test_table_format() -> None:
     text = table(["a", "bb"], [[1, 2.5], ["xyz", 0.1234]])
     assert text.splitlines() == ["  a     bb", "  1  2.500", "xyz  0.123"]
+
+
+def test_sanitize_bench_measures_every_shape() -> None:
+    from bench.sanitize import SHAPES, measure
+
+    rows = measure([2_000, 16_000])
+    assert [r["shape"] for r in rows] == list(SHAPES)
+    for r in rows:
+        assert r["largest_chars"] >= 15_000 and all(s > 0 for s in r["seconds_per_mb"].values())
+        assert r["flat"] > 0

@@ -32,10 +32,6 @@ class ScoreParse:
     error: ParseError | None = None
     detail: str = ""
 
-    @property
-    def valid(self) -> bool:
-        return self.scores is not None
-
 
 def _last_box(text: str) -> str | None | ParseError:
     start = text.rfind(_BOX_OPEN)

@@ -1,57 +1,69 @@
-"""Neutralize prompt-structure look-alikes in caller text (block markers, role labels, headers, chat tokens).
+"""Neutralize prompt-structure look-alikes in caller text (block markers, role labels, headers, chat tokens, score
+boxes).
 
 Caller text (every turn and every response) is pasted into the judging prompt between the template's own
-markers. Text that looks like one of them could close its block and open forged ones, or start a forged
-turn. `neutralize` rewrites each look-alike so the words still reach the judge but its delimiters become
-round parentheses, a form the templates never use:
+markers. Text that looks like one of them could close its block and open forged ones, start a forged turn, or
+hand the judge a ready-made score box to copy. `neutralize` rewrites each look-alike so the words still reach
+the judge but it is wrapped in round parentheses (its own delimiters dropped), a form the templates never use:
 
     [The End of Response 2]    -> (The End of Response 2)      block marker, any bracket kind, anywhere
+    |The End of Response 2|    -> |(The End of Response 2)|    any other delimiter, a line start or end
     User: ...                  -> (User): ...                   role label at a line start
     #### Judgment ####         -> (Judgment)                    template section header at a line start
     <|im_start|>, <end_of_turn>-> (|im_start|), (end_of_turn)   chat special-token strings
+    Scores: \\boxed{10, 10}     -> Scores: (boxed){10, 10}       a score box (what voting.parse reads)
 
-Detection runs on an NFKC view with format characters removed and letters of other scripts that look like one
-ASCII character (Unicode's confusables, e.g. Cyrillic `Т`, Greek `ο`) read as that character; it is
-case-insensitive and spacing-tolerant, so full-width brackets and letters, zero-width joiners, look-alike
-letters, other digits and Unicode spaces do not escape it.
-Text without look-alikes comes back unchanged; the output has none, so a second pass changes nothing.
+Detection runs in one pass of Python `re` over the ASCII skeleton of the text (`voting.skeleton`: NFKC,
+confusable letters, digits, brackets, colons, quotes, spaces and line breaks each read as one ASCII form,
+format characters dropped), with possessive quantifiers only where no two of them can match the same span, so
+every search is linear in the text. Text without look-alikes comes back unchanged; one pass leaves none (see
+docs/security.md for why), so neutralizing twice changes nothing.
 """
 
 from __future__ import annotations
 
-import bisect
 import enum
 import functools
-import importlib.resources
-import json
-import re
-import unicodedata
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from re import ASCII, Match, compile
 
-_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-_BREAK = re.compile(f"[{_LINE_BREAKS}]")
-_LINE_START = rf"(?:\A|(?<=[{_LINE_BREAKS}]))"
-_LINE_END = rf"(?=[{_LINE_BREAKS}]|\Z)"
-_OPEN = "[【〔〖〘〚⟦⟨〈《<{"
-_CLOSE = "]】〕〗〙〛⟧⟩〉》>}"
+from voting.skeleton import WORD, View
 
-_BLOCK = re.compile(
-    rf"(?:(?P<open>[{re.escape(_OPEN)}])\s*)?(?:the\s+)?(?:begin(?:ning)?|start(?:ing)?|end)\s+of\s+(?:the\s+)?"
-    rf"responses?(?:\s*(?:(?:no\.?|number|#)\s*)?\d+)?(?:\s*(?P<close>[{re.escape(_CLOSE)}]))?",
-    re.IGNORECASE,
+_F = r"[*_~`=^\-]*+"  # formatting characters inside a word: Res**ponse, Re_sponse, Re-sponse
+_SEP = r"[*_~`=^\-]*+[ \n][ \n*_~`=^\-]*+"  # between words: at least one blank or line break
+
+
+def _word(word: str) -> str:
+    return _F.join(word)
+
+
+_THE = _word("the") + _SEP
+_KEYWORDS = [rf"{_word('begin')}(?:{_F}{_word('ning')})?", rf"{_word('start')}(?:{_F}{_word('ing')})?", _word("end")]
+_KEYWORD = f"(?:{'|'.join(_KEYWORDS)})"
+# Every alternative starts with a literal, so `re` skips to candidate characters at C speed.
+_HEADS = [rf"\[[ \n]*+(?:{_THE}{_KEYWORD}|{_KEYWORD})", rf"<[ \n]*+(?:{_THE}{_KEYWORD}|{_KEYWORD})", _THE + _KEYWORD]
+_BLOCK = compile(
+    rf"(?:{'|'.join(_HEADS + _KEYWORDS)}){_SEP}{_word('of')}{_SEP}(?:{_THE})?{_word('response')}(?:{_F}s)?"
+    rf"(?:{_F}[ \n]*+(?:(?:no\.?|number|\#)[ \n]*+)?\d++)?(?P<end>)(?:[ \n]*+(?P<close>[\]>]))?",
+    ASCII,
 )
-_ROLE = re.compile(
-    rf"{_LINE_START}(?P<pre>[ \t>*_#\-]*)(?P<role>user|assistant|system|human|developer)(?P<mid>[ \t*_]*)[:꞉∶]",
-    re.IGNORECASE,
+# Line starts: searched in "\n" + view, so each match starts with a literal (fast) and ends its line.
+_ROLE = compile(r"\n[ >*_#\-]*+(?P<role>user|assistant|system|human|developer)[ *_]*+:", ASCII)
+_HEADER = compile(
+    r"\n[ ]*+\#{2,}+[ ]*+(?P<name>(?:general[ \n]++)?evaluation[ \n]++criteria|conversation(?:[ \n]++context)?"
+    r"|responses(?:[ \n]++to[ \n]++be[ \n]++scored)?|output[ \n]++format[ \n]++requirements|judge?ment)"
+    r"(?:[ ]*+\#++[ ]*+(?=\n|\Z))?",
+    ASCII,
 )
-_HEADER = re.compile(
-    rf"{_LINE_START}[ \t]*#{{2,}}[ \t]*(?P<name>(?:general\s+)?evaluation\s+criteria|conversation(?:\s+context)?"
-    rf"|responses(?:\s+to\s+be\s+scored)?|output\s+format\s+requirements|judge?ment)(?:[ \t]*#+[ \t]*{_LINE_END})?",
-    re.IGNORECASE,
-)
-_TOKEN = re.compile(r"<\|[^|<>\n]+\|>|<(?:start_of_turn|end_of_turn|bos|eos|/?s)>", re.IGNORECASE)
+_NAMED = r"<(?:start_of_turn|end_of_turn|bos|eos|/?s)>"
+_NAMED_TOKEN = compile(_NAMED, ASCII)
+_TOKEN = compile(rf"<\|(?:[^|<>\n]|{_NAMED})++\|>|{_NAMED}", ASCII)  # <|x<bos>y|>: both, in one pass
+_BOX = compile(rf"\\[ \n]*+(?P<word>{_word('boxed')})", ASCII)
+
+_GAP = 8  # blanks between a marker phrase and the word that makes it prose, at most
+_PROSE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789(),;:.!?" + WORD)  # a word, a round paren, punctuation
+_PUNCT = frozenset(",;:.!?")
 
 
 class Kind(enum.StrEnum):
@@ -61,6 +73,7 @@ class Kind(enum.StrEnum):
     ROLE = "role"
     HEADER = "header"
     TOKEN = "token"
+    BOX = "box"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,151 +88,126 @@ class Neutralized:
         return sum(self.counts.values())
 
 
-@dataclass(frozen=True, slots=True)
-class _Edit:
-    start: int  # in the original text
-    end: int
-    kind: Kind
-    replacement: str
+# Where a marker phrase stands on each side: a delimiter (a line start or end, a bracket, `|`, `*`, `-`, a quote
+# ...), glued to a word with no blank, or prose (a blank and then a word, a round parenthesis).
+_DELIM, _GLUED, _PROSE_SIDE = 0, 1, 2
 
 
-class _Lines:
-    """Line bounds of one view from one scan of its line breaks; each line's first and last text character
-    found once (so many markers on one long line cost linear time, not a line scan each)."""
-
-    def __init__(self, view: str) -> None:
-        self.view = view
-        self.breaks = [m.start() for m in _BREAK.finditer(view)]
-        self._ends: dict[int, tuple[int, int]] = {}
-
-    def _line(self, pos: int) -> tuple[int, int]:
-        """(first non-blank index, one past the last character other than blank, '.' or ':') of pos's line."""
-        i = bisect.bisect_right(self.breaks, pos)
-        if i not in self._ends:
-            start = self.breaks[i - 1] + 1 if i > 0 else 0
-            end = self.breaks[i] if i < len(self.breaks) else len(self.view)
-            line = self.view[start:end]
-            self._ends[i] = (start + len(line) - len(line.lstrip()), start + len(line.rstrip(" \t.:")))
-        return self._ends[i]
-
-    def alone(self, start: int, end: int) -> bool:
-        return self._line(start)[0] >= start and self._line(max(start, end - 1))[1] <= end
+def _left(view: str, start: int) -> int:
+    if start == 0:
+        return _DELIM
+    c = view[start - 1]
+    if c == "(":
+        return _PROSE_SIDE
+    if c != " ":
+        return _GLUED if c in _PROSE else _DELIM
+    i, low = start - 1, max(-1, start - 1 - _GAP)
+    while i > low and view[i] == " ":
+        i -= 1
+    return _PROSE_SIDE if i >= 0 and view[i] in _PROSE else _DELIM
 
 
-@functools.cache
-def _ascii_look_alikes() -> dict[str, str]:
-    """Each non-ASCII letter or digit that Unicode's confusables data (TR39, as shipped by `confusable_homoglyphs`)
-    lists as looking like an ASCII letter or digit, with that character (a letter preferred to a digit).
-    Brackets and colons stay: the patterns name their look-alikes themselves."""
-    data = json.loads(importlib.resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text())
-    found: dict[str, str] = {}
-    for ch, entries in data.items():
-        targets = [e["c"] for e in entries if len(e["c"]) == 1 and e["c"].isascii() and e["c"].isalnum()]
-        if len(ch) == 1 and not ch.isascii() and unicodedata.category(ch)[0] in "LN" and targets:
-            found[ch] = min(targets, key=lambda t: (not t.isalpha(), t))
-    return found
+def _right(view: str, end: int) -> int:
+    n = len(view)
+    i = end
+    while i < n and i < end + 3 and view[i] in _PUNCT:  # "response 2, you said", "response 2.)"
+        i += 1
+    if i == n:
+        return _DELIM
+    c = view[i]
+    if c == ")":
+        return _PROSE_SIDE
+    if c != " ":
+        return _GLUED if c in _PROSE and i == end else _DELIM
+    high = min(n, i + 1 + _GAP)
+    while i < high and view[i] == " ":
+        i += 1
+    return _PROSE_SIDE if i < n and view[i] in _PROSE else _DELIM
 
 
-class _ViewTable(dict[int, str]):
-    """str.translate table, filled on demand: NFKC of each character (or the ASCII character it is a look-alike
-    of), format and combining marks dropped."""
-
-    def __missing__(self, code: int) -> str:
-        ch = chr(code)
-        view = "" if unicodedata.category(ch) in ("Cf", "Mn", "Me") else unicodedata.normalize("NFKC", ch)
-        if view and not view.isascii():
-            view = "".join(_ascii_look_alikes().get(c, c) for c in view)
-        if len(self) < 200_000:
-            self[code] = view
-        return view
+def _is_marker(view: str, m: Match[str], start: int) -> bool:
+    if start > m.start() or m.group("close") is not None:
+        return True  # a bracket on either side
+    left, right = _left(view, start), _right(view, m.end("end"))
+    return _DELIM in (left, right) or left == right == _GLUED  # prose: "at the end of response 2 you said"
 
 
-_TABLE = _ViewTable()
+# (start, rank, end, replacement) in the original text; rank orders edits at one position: the closing paren of
+# what ends there, then the opening paren of what starts there, then a replaced character.
+_Edit = tuple[int, int, int, str]
 
 
-def _origin(text: str) -> list[int]:
-    """For each character of the view, the index of the original character it came from."""
-    origin: list[int] = []
-    for i, ch in enumerate(text):
-        origin.extend([i] * len(_TABLE[ord(ch)]))
-    return origin
-
-
-def _edits(text: str) -> list[_Edit]:
-    view = text if text.isascii() else text.translate(_TABLE)
-    matches = {pattern: list(pattern.finditer(view)) for pattern in (_BLOCK, _ROLE, _HEADER, _TOKEN)}
-    if not any(matches.values()):
-        return []
-    origin = None if view is text else _origin(text)
-
-    def pos(i: int) -> int:
-        return i if origin is None else origin[i]
-
-    def span(m: re.Match[str], group: str | int = 0) -> tuple[int, int]:
-        a, b = m.span(group)
-        return pos(a), pos(b - 1) + 1
-
+def _edits(v: View) -> tuple[list[_Edit], dict[Kind, int]]:
+    view, pos, end = v.text, v.origin, v.origin_end
     edits: list[_Edit] = []
-    lines = _Lines(view) if matches[_BLOCK] else None
-    for m in matches[_BLOCK]:
-        start, end = span(m)
-        opened, closed = m.group("open") is not None, m.group("close") is not None
-        if not (opened or closed):
-            if lines is None or not lines.alone(m.start(), m.end()):
-                continue  # prose ("at the end of response 2"), not a marker on its own line
-        inner_start = start + 1 if opened else start
-        inner_end = end - 1 if closed else end
-        edits.append(_Edit(start, end, Kind.BLOCK, f"({text[inner_start:inner_end]})"))
-    for m in matches[_ROLE]:
-        start, end = span(m)
-        pre_end = span(m, "pre")[1] if m.group("pre") else start
-        role_start, role_end = span(m, "role")
-        replacement = f"{text[start:pre_end]}({text[role_start:role_end]}){text[role_end:end]}"
-        edits.append(_Edit(start, end, Kind.ROLE, replacement))
-    for m in matches[_HEADER]:
-        start, end = span(m)
-        name_start, name_end = span(m, "name")
-        edits.append(_Edit(start, end, Kind.HEADER, f"({text[name_start:name_end]})"))
-    for m in matches[_TOKEN]:
-        start, end = span(m)
-        edits.append(_Edit(start, end, Kind.TOKEN, f"({text[start + 1 : end - 1]})"))
-    return edits
-
-
-def _pass(text: str) -> tuple[str, list[Kind]]:
-    """One rewrite of every look-alike found (overlaps: the earliest, then the longest, wins)."""
-    kept: list[_Edit] = []
-    for edit in sorted(_edits(text), key=lambda e: (e.start, -e.end)):
-        if not kept or edit.start >= kept[-1].end:
-            kept.append(edit)
-    parts, last = [], 0
-    for edit in kept:
-        parts += [text[last : edit.start], edit.replacement]
-        last = edit.end
-    parts.append(text[last:])
-    return "".join(parts), [e.kind for e in kept]
+    add = edits.append
+    counts: dict[Kind, int] = {}
+    n = 0
+    for m in _BLOCK.finditer(view):
+        a, b = m.start(), m.end("end")
+        if view[a] in "[<":
+            a += 1 + len(view[a + 1 : b]) - len(view[a + 1 : b].lstrip(" \n"))
+        if not _is_marker(view, m, a):
+            continue
+        if a > m.start():
+            add((pos(m.start()), 2, pos(m.start()) + 1, ""))  # the bracket goes, the blanks stay
+        add((pos(a), 1, pos(a), "("))
+        add((end(b), 0, end(b), ")"))
+        if m.group("close") is not None:
+            add((pos(m.end() - 1), 2, pos(m.end() - 1) + 1, ""))
+        n += 1
+    counts[Kind.BLOCK] = n
+    lines = "\n" + view  # one copy; offsets below are one more than in view
+    n = 0
+    for m in _ROLE.finditer(lines):
+        a, b = m.start("role") - 1, m.end("role") - 1
+        add((pos(a), 1, pos(a), "("))
+        add((end(b), 0, end(b), ")"))
+        n += 1
+    counts[Kind.ROLE] = n
+    n = 0
+    for m in _HEADER.finditer(lines):
+        a, b = m.start("name") - 1, m.end("name") - 1
+        add((pos(m.start()), 2, pos(a), "("))
+        add((end(b), 2, end(m.end() - 1), ")"))
+        n += 1
+    counts[Kind.HEADER] = n
+    n = 0
+    for m in _TOKEN.finditer(view):
+        inner = _NAMED_TOKEN.finditer(view, m.start() + 1, m.end() - 1) if view[m.start() + 1] == "|" else ()
+        for t in (m, *inner):
+            add((pos(t.start()), 2, pos(t.start()) + 1, "("))
+            add((pos(t.end() - 1), 2, pos(t.end() - 1) + 1, ")"))
+            n += 1
+    counts[Kind.TOKEN] = n
+    n = 0
+    for m in _BOX.finditer(view):
+        a, b = m.span("word")
+        add((pos(m.start()), 2, pos(a), "("))
+        add((end(b), 0, end(b), ")"))
+        n += 1
+    counts[Kind.BOX] = n
+    return edits, {kind: n for kind, n in counts.items() if n}
 
 
 @functools.lru_cache(maxsize=64)  # a request renders each of its texts once per response order
 def scan(text: str) -> Neutralized:
-    """Neutralize every look-alike in `text`; passes repeat until none is left (a nested one such as
-    `<|<bos>|>` shows its outer one only after the inner one is rewritten). Every rewrite removes a
-    delimiter character, a line-start label or a bare marker line and creates none, so the passes end
-    within len(text) + 1."""
-    kinds: list[Kind] = []
-    for _ in range(len(text) + 2):
-        text, found = _pass(text)
-        if not found:
-            break
-        kinds += found
-    return Neutralized(text, dict(Counter(kinds)))
+    """Neutralize every look-alike in `text` in one pass (the output has none left: docs/security.md)."""
+    edits, counts = _edits(View(text))
+    if not edits:
+        return Neutralized(text, {})
+    edits.sort()
+    parts, last = [], 0
+    for start, _, stop, replacement in edits:
+        if start < last:  # never happens (the kinds' spans are disjoint); keeps the text whole if it did
+            continue
+        parts.append(text[last:start])
+        parts.append(replacement)
+        last = stop
+    parts.append(text[last:])
+    return Neutralized("".join(parts), counts)
 
 
 def neutralize(text: str) -> str:
     """`text` with every look-alike rewritten (unchanged when it has none)."""
     return scan(text).text
-
-
-def count(text: str) -> int:
-    """How many look-alikes `neutralize` would rewrite in `text`."""
-    return scan(text).total
