@@ -91,13 +91,17 @@ INGRESS_NGINX_UPSTREAM_KEEPALIVE_S = 60  # ingress-nginx's default upstream-keep
 def test_k8s_ingress_timeouts_complement_the_server_connection_settings() -> None:
     notes = k8s("Ingress", "grm-server")["metadata"]["annotations"]
     env = server_env_sets()["k8s"]
-    server = Settings().with_overrides(
-        {
-            f"server.{k.removeprefix('GRM_SERVER__').lower()}": v
-            for k, v in env.items()
-            if k.startswith("GRM_SERVER__") and k.endswith("_S")
-        }
-    ).server
+    server = (
+        Settings()
+        .with_overrides(
+            {
+                f"server.{k.removeprefix('GRM_SERVER__').lower()}": v
+                for k, v in env.items()
+                if k.startswith("GRM_SERVER__") and k.endswith("_S")
+            }
+        )
+        .server
+    )
     request_timeout_s = float(env["GRM_LIMITS__REQUEST_TIMEOUT_S"])
     # a judgment may take the whole request deadline: nginx must wait longer for the answer
     assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > request_timeout_s

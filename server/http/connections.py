@@ -103,13 +103,13 @@ class _HeaderDeadline:
         self.transport.close()
 
 
-class BoundedH11Protocol(_HeaderDeadline, H11Protocol):
+class BoundedH11Protocol(_HeaderDeadline, H11Protocol):  # type: ignore[misc]  # uvicorn narrows the transport
     """uvicorn's h11 protocol with the header deadline and size cap."""
 
 
 if HttpToolsProtocol is not None:
 
-    class BoundedHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):
+    class BoundedHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):  # type: ignore[misc]
         """uvicorn's httptools protocol with the header deadline and size cap."""
 
 
@@ -124,9 +124,7 @@ def bounded_protocol(settings: ServerSettings, base: str = "auto") -> type[async
     return type(parent.__name__, (parent,), limits)  # type: ignore[return-value]
 
 
-def uvicorn_config(
-    app: ASGIApp, settings: ServerSettings, *, http: str = "auto", **options: Any
-) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp, settings: ServerSettings, *, http: str = "auto", **options: Any) -> uvicorn.Config:
     """uvicorn's Config for `app` with the connection bounds of `settings` (host and port too)."""
     return uvicorn.Config(
         app,
