@@ -85,6 +85,40 @@ def test_k8s_ingress_routes_a_prompt_group_to_one_replica_by_the_client_header()
     assert service["spec"]["selector"] == k8s("Deployment", "grm-server")["spec"]["selector"]["matchLabels"]
 
 
+INGRESS_NGINX_UPSTREAM_KEEPALIVE_S = 60  # ingress-nginx's default upstream-keepalive-timeout (controller ConfigMap)
+
+
+def test_k8s_ingress_timeouts_complement_the_server_connection_settings() -> None:
+    notes = k8s("Ingress", "grm-server")["metadata"]["annotations"]
+    env = server_env_sets()["k8s"]
+    server = (
+        Settings()
+        .with_overrides(
+            {
+                f"server.{k.removeprefix('GRM_SERVER__').lower()}": v
+                for k, v in env.items()
+                if k.startswith("GRM_SERVER__") and k.endswith("_S")
+            }
+        )
+        .server
+    )
+    request_timeout_s = float(env["GRM_LIMITS__REQUEST_TIMEOUT_S"])
+    # a judgment may take the whole request deadline: nginx must wait longer for the answer
+    assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > request_timeout_s
+    # nginx takes whole bodies from slow clients before it calls a pod, and sends them within the body deadline
+    assert notes["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
+    assert int(notes["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= server.body_timeout_s
+    assert int(notes["nginx.ingress.kubernetes.io/proxy-connect-timeout"]) <= server.header_timeout_s
+    # nginx closes its idle upstream connections before the server does (else a reused one can get a 502)
+    assert server.keep_alive_s > INGRESS_NGINX_UPSTREAM_KEEPALIVE_S
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    section = doc[doc.index("## Connections and timeouts") :]
+    for name in ("keep_alive_s", "header_timeout_s", "body_timeout_s", "max_header_bytes", "max_connections"):
+        assert f"server.{name}" in section, name
+    for key in ("client-header-timeout", "client-body-timeout", "upstream-keepalive-timeout", "proxy-read-timeout"):
+        assert key in section, key
+
+
 @pytest.mark.parametrize(
     ("name", "url_key"), [("grm-vllm", "GRM_GENERATOR__BASE_URL"), ("meta-rm-vllm", "GRM_META_RM__BASE_URL")]
 )

@@ -96,6 +96,7 @@ def serve(
     import uvicorn
 
     from server.http.app import create_app
+    from server.http.connections import uvicorn_config
 
     overrides: dict[str, Any] = {
         "server.host": host,
@@ -109,13 +110,8 @@ def serve(
     with cli_errors():
         settings = load_settings(overrides)
     logging.getLogger().setLevel(log_level.upper())
-    uvicorn.run(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level=log_level,
-        timeout_graceful_shutdown=10,
-    )
+    config = uvicorn_config(create_app(settings), settings.server, log_level=log_level, timeout_graceful_shutdown=10)
+    uvicorn.Server(config).run()
 
 
 async def _score_once(settings: Settings, item: ScoreItem, params: ScoreParams) -> ScoreResponse:

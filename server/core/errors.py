@@ -90,6 +90,13 @@ class OverloadedError(GRMError):
     type = "rate_limit_exceeded"
 
 
+class BodyTimeoutError(GRMError):
+    """The client stopped sending its request body (HTTP 408; the connection is closed after the answer)."""
+
+    status = 408
+    type = "invalid_request_error"
+
+
 class RequestTimeoutError(GRMError):
     status = 504
     type = "timeout"

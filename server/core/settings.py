@@ -150,6 +150,25 @@ class ServerSettings(BaseModel):
     port: int = Field(8000, ge=0, le=65535, description="bind port")
     api_keys: list[SecretStr] = Field(default_factory=list, description="accepted Bearer keys; empty = no auth")
     log_texts: bool = Field(False, description="log full prompts and judgments (off: sizes only)")
+    keep_alive_s: int = Field(
+        5, ge=1, description="an idle keep-alive connection is closed this long after its last response"
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="a connection whose request headers are not complete this long after it opened (or after its first byte past a response) is closed",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="a request body not complete this long after its headers gets a 408 and the connection is closed",
+    )
+    max_header_bytes: int = Field(
+        65_536, ge=1024, description="request line + headers; beyond: 431 and the connection is closed"
+    )
+    max_connections: int | None = Field(
+        None, ge=1, description="open connections (and requests) at most; beyond, uvicorn answers 503; unset = no limit"
+    )
 
 
 class Settings(BaseSettings):

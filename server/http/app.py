@@ -59,7 +59,12 @@ def create_app(settings: Settings, generator: Generator | None = None, meta_rm: 
     app.state.serving = Serving(runtime, settings, join_observer=metrics)
     app.state.api_keys = [k.get_secret_value().encode() for k in settings.server.api_keys]
     install_error_handlers(app)
-    app.add_middleware(EdgeMiddleware, metrics=metrics, max_body_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(
+        EdgeMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.limits.max_body_bytes,
+        body_timeout_s=settings.server.body_timeout_s,
+    )
     app.include_router(native.router)
     app.include_router(compat.router)
     app.include_router(ops.router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -12,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.core.errors import GRMError, PayloadTooLargeError, invalid_from_errors
+from server.core.errors import BodyTimeoutError, GRMError, PayloadTooLargeError, invalid_from_errors
 from server.http.metrics import Metrics
 
 logger = logging.getLogger("server.access")
@@ -60,13 +61,22 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
-class EdgeMiddleware:
-    """Assigns the request id, caps the body size, times and counts the request, logs one line (no texts)."""
+def closing_response(exc: GRMError, request_id: str | None = None) -> JSONResponse:
+    """An error answered before the body was read: the connection closes after it (its unread rest is dropped)."""
+    response = error_response(exc, request_id)
+    response.headers["connection"] = "close"
+    return response
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+
+class EdgeMiddleware:
+    """Assigns the request id, caps the body size and the time it may take to arrive (408), times and counts
+    the request, logs one line (no texts)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, body_timeout_s: float = 30.0) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,31 +85,45 @@ class EdgeMiddleware:
         headers = dict(scope.get("headers") or [])
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
-        start, status, seen, too_large = time.perf_counter(), 500, 0, False
+        start, status, seen = time.perf_counter(), 500, 0
+        refusal: GRMError | None = None  # set while reading the body: answered instead of what the app says
+        started, body_done = False, False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
 
         async def send_tagged(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message.setdefault("headers", []).append((b"x-request-id", rid.encode("latin-1")))
             await send(message)
 
         async def send_app(message: Message) -> None:
-            if too_large:  # the app saw a disconnect; answer 413 instead of whatever it says
+            if refusal is not None:  # the app saw a disconnect; answer 413/408 instead of whatever it says
                 if message["type"] == "http.response.start":
-                    err = PayloadTooLargeError(f"the body exceeds {self.max_body} bytes", code="body_too_large")
-                    await error_response(err)(scope, receive, send_tagged)
+                    await closing_response(refusal)(scope, receive, send_tagged)
                 return
             await send_tagged(message)
 
         async def receive_capped() -> Message:
-            nonlocal seen, too_large
-            message = await receive()
+            nonlocal seen, refusal, body_done
+            if body_done:
+                return await receive()  # the body is in: what follows is a disconnect, whenever it comes
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                refusal = BodyTimeoutError(
+                    f"the request body did not arrive within {self.body_timeout_s:g} s", code="body_timeout"
+                )
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if seen > self.max_body:
-                    too_large = True
+                    refusal = PayloadTooLargeError(f"the body exceeds {self.max_body} bytes", code="body_too_large")
                     return {"type": "http.disconnect"}
+            else:
+                body_done = True
             return message
 
         declared = headers.get(b"content-length")
@@ -108,11 +132,15 @@ class EdgeMiddleware:
                 err = PayloadTooLargeError(
                     f"the body has {int(declared)} bytes (limit {self.max_body})", code="body_too_large"
                 )
-                await error_response(err)(scope, receive, send_tagged)
+                await closing_response(err)(scope, receive, send_tagged)
                 return
             self.metrics.in_flight.inc()
             try:
                 await self.app(scope, receive_capped, send_app)
+            except Exception:
+                if refusal is None or started:
+                    raise
+                await closing_response(refusal)(scope, receive, send_tagged)  # the app gave up on the body
             finally:
                 self.metrics.in_flight.dec()
         finally:
