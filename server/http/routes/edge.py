@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 
@@ -18,8 +19,14 @@ from server.http.metrics import Metrics
 logger = logging.getLogger("server.access")
 
 
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+"""A caller's `X-Request-Id` is kept only in this form (no markup, no control bytes), else replaced."""
+
+
 def error_response(exc: GRMError, request_id: str | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+    headers = dict(exc.headers)
+    if exc.retry_after:
+        headers["Retry-After"] = str(exc.retry_after)
     if request_id:
         headers["X-Request-Id"] = request_id
     return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
@@ -41,11 +48,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc.__cause__, GRMError):  # FastAPI wraps what the strict body parser raised
+            return error_response(exc.__cause__)
         kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
         detail = str(exc.detail)
         if exc.status_code == 400 and "parsing the body" in detail:
-            detail = "the body could not be parsed: send JSON encoded as UTF-8"
-        err = GRMError(detail)
+            detail = "the body could not be parsed as JSON"
+        allow = (exc.headers or {}).get("Allow")
+        if exc.status_code == 405 and allow:
+            detail = f"{request.method} is not allowed on {request.url.path}; it accepts {allow}"
+        err = GRMError(detail, headers=exc.headers)  # a 405 carries `Allow`
         err.status, err.type = exc.status_code, kind
         return error_response(err)
 
@@ -73,7 +85,8 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        given = headers.get(b"x-request-id", b"")
+        rid = given.decode("ascii") if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         start, status, seen, too_large = time.perf_counter(), 500, 0, False
 
