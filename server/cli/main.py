@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import sys
@@ -114,8 +115,19 @@ def serve(
         host=settings.server.host,
         port=settings.server.port,
         log_level=log_level,
+        log_config=uvicorn_log_config(),
         timeout_graceful_shutdown=10,
     )
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging setup, with query strings kept out of its access log."""
+    import uvicorn.config
+
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config.setdefault("filters", {})["no_query"] = {"()": "server.http.routes.edge.NoQueryString"}
+    config["loggers"]["uvicorn.access"]["filters"] = ["no_query"]
+    return config
 
 
 async def _score_once(settings: Settings, item: ScoreItem, params: ScoreParams) -> ScoreResponse:

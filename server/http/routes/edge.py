@@ -72,6 +72,17 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
+class NoQueryString(logging.Filter):
+    """On uvicorn's access logger: its line shows the path without the query string (which may carry a key
+    or a caller's data); EdgeMiddleware's own line shows the route's path template only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) == 5:  # client, method, path?query, version, status
+            client, method, target, version, status = record.args
+            record.args = (client, method, str(target).split("?", 1)[0], version, status)
+        return True
+
+
 class EdgeMiddleware:
     """Assigns the request id, caps the body size, times and counts the request, logs one line (no texts)."""
 
