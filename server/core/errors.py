@@ -129,14 +129,22 @@ def invalid_from_errors(errors: Sequence[Mapping[str, Any]], prefix: str = "") -
     spelled it; the alternatives of a union at that field are listed together."""
     if not errors:
         return InvalidRequestError(f"{prefix}invalid request")
-    err = errors[0]
-    if err.get("type") == "json_invalid":
+    if errors[0].get("type") == "json_invalid":
         return InvalidRequestError(f"{prefix}the body is not valid JSON", code="json_invalid")
-    loc = caller_loc(err.get("loc", ()))
-    same = [e for e in errors if caller_loc(e.get("loc", ())) == loc]
-    # A union's members each report: a value problem in the member the caller's type matched is the
-    # answer; if no member's type matched, every member's wish is.
-    chosen = [e for e in same if not str(e.get("type", "")).endswith("_type")] or same
+
+    def where(e: Mapping[str, Any]) -> str:
+        return caller_loc(e.get("loc", ()))
+
+    def mismatch(e: Mapping[str, Any]) -> bool:
+        return str(e.get("type", "")).endswith("_type")
+
+    # Each member of a union reports: a value problem inside the member the caller's type matched (at or
+    # under the first bad field) is the answer; if no member's type matched, every member's wish is.
+    first = where(errors[0])
+    inside = [e for e in errors if not mismatch(e) and (where(e) + ".").startswith(first + "." if first else "")]
+    loc = where(inside[0]) if inside else first
+    same = [e for e in errors if where(e) == loc]
+    chosen = [e for e in same if not mismatch(e)] or same
     messages = dict.fromkeys(str(e.get("msg", "invalid value")).removeprefix("Value error, ") for e in chosen)
     others = len(errors) - len(same)
     more = f" (and {others} more problems)" if others else ""
