@@ -102,7 +102,7 @@ async def test_a_lone_surrogate_is_a_400_naming_the_field(route: str, body: dict
     gen = ScriptedGenerator()
     async with client_for(generator=gen) as client:
         err = assert_error(await post_raw(client, route, body), 400, kind="invalid_request_error")
-        assert err["param"] is not None and err["param"].startswith(param), err
+        assert err["param"] == param, err
         assert "surrogate" in err["message"]
     assert gen.calls == []  # nothing reached the engine
 
