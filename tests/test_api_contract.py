@@ -102,7 +102,7 @@ async def test_a_lone_surrogate_is_a_400_naming_the_field(route: str, body: dict
     gen = ScriptedGenerator()
     async with client_for(generator=gen) as client:
         err = assert_error(await post_raw(client, route, body), 400, kind="invalid_request_error")
-        assert err["param"] is not None and err["param"].startswith(param), err
+        assert err["param"] == param, err
         assert "surrogate" in err["message"]
     assert gen.calls == []  # nothing reached the engine
 
@@ -158,11 +158,7 @@ async def test_every_route_takes_the_same_knobs_with_the_same_bounds(route: str,
         assert (sampling.n, sampling.temperature, sampling.max_tokens) == (3, 0.25, 300)
         for bad, param in [({"k": 0}, "k"), ({"temperature": 3}, "temperature"), ({"seed": 2**31}, "seed"),
                            ({"max_tokens": 1}, "max_tokens"), ({"k_meta": 1}, "k_meta")]:  # fmt: skip
-            r = await client.post(route, json={**body, **bad})
-            if route == "/score/batch":  # the knobs are shared, the error is the item's
-                assert r.json()["results"][0]["error"]["param"] == param
-            else:
-                assert_error(r, 400, param)
+            assert_error(await client.post(route, json={**body, **bad}), 400, param)  # a batch's knobs fail it
 
 
 async def test_a_batch_counts_each_item_against_admission() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import sys
@@ -110,8 +111,24 @@ def serve(
     with cli_errors():
         settings = load_settings(overrides)
     logging.getLogger().setLevel(log_level.upper())
-    config = uvicorn_config(create_app(settings), settings.server, log_level=log_level, timeout_graceful_shutdown=10)
+    config = uvicorn_config(
+        create_app(settings),
+        settings.server,
+        log_level=log_level,
+        log_config=uvicorn_log_config(),
+        timeout_graceful_shutdown=10,
+    )
     uvicorn.Server(config).run()
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging setup, with query strings kept out of its access log."""
+    import uvicorn.config
+
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config.setdefault("filters", {})["no_query"] = {"()": "server.http.routes.edge.NoQueryString"}
+    config["loggers"]["uvicorn.access"]["filters"] = ["no_query"]
+    return config
 
 
 async def _score_once(settings: Settings, item: ScoreItem, params: ScoreParams) -> ScoreResponse:

@@ -34,11 +34,19 @@ class GRMError(Exception):
     type: str = "internal_error"
     retry_after: int | None = None  # seconds; the HTTP edge sends it as `Retry-After`
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        self.headers = dict(headers or {})  # sent with the answer (`WWW-Authenticate`, `Allow`)
 
     def to_body(self) -> dict[str, dict[str, str | None]]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -107,17 +115,48 @@ class ClientDisconnected(GRMError):
     type = "client_closed_request"
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict", "bytes", "any"})
+
+
+def _is_tag(part: object) -> bool:
+    """A union member's tag in a pydantic error location (`function-after[valid_unicode(), str]`,
+    `list[ChatMessageIn]`, `str`, a model's class name), not a field the caller sent."""
+    if not isinstance(part, str):
+        return False
+    return not part.isidentifier() or part in _TYPE_TAGS or part[:1].isupper()
+
+
+def caller_loc(loc: Sequence[object]) -> str:
+    """A pydantic/FastAPI error location in the caller's terms: `messages.1.content`, never `body.` or tags."""
+    return ".".join(str(p) for p in loc if p != "body" and not _is_tag(p))
+
+
 def invalid_from_errors(errors: Sequence[Mapping[str, Any]], prefix: str = "") -> InvalidRequestError:
-    """A pydantic/FastAPI validation error list -> one 400 naming the first bad field (`param`)."""
+    """A pydantic/FastAPI validation error list -> one 400 naming the first bad field (`param`) as the caller
+    spelled it; the alternatives of a union at that field are listed together."""
     if not errors:
         return InvalidRequestError(f"{prefix}invalid request")
-    err = errors[0]
-    if err.get("type") == "json_invalid":
-        return InvalidRequestError(f"{prefix}the body is not valid JSON (UTF-8)", code="json_invalid")
-    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    message = f"{prefix}{loc + ': ' if loc else ''}{err.get('msg', 'invalid value')}{more}"
-    return InvalidRequestError(message, param=loc or None, code=str(err.get("type")))
+    if errors[0].get("type") == "json_invalid":
+        return InvalidRequestError(f"{prefix}the body is not valid JSON", code="json_invalid")
+
+    def where(e: Mapping[str, Any]) -> str:
+        return caller_loc(e.get("loc", ()))
+
+    def mismatch(e: Mapping[str, Any]) -> bool:
+        return str(e.get("type", "")).endswith("_type")
+
+    # Each member of a union reports: a value problem inside the member the caller's type matched (at or
+    # under the first bad field) is the answer; if no member's type matched, every member's wish is.
+    first = where(errors[0])
+    inside = [e for e in errors if not mismatch(e) and (where(e) + ".").startswith(first + "." if first else "")]
+    loc = where(inside[0]) if inside else first
+    same = [e for e in errors if where(e) == loc]
+    chosen = [e for e in same if not mismatch(e)] or same
+    messages = dict.fromkeys(str(e.get("msg", "invalid value")).removeprefix("Value error, ") for e in chosen)
+    others = len(errors) - len(same)
+    more = f" (and {others} more problems)" if others else ""
+    message = f"{prefix}{loc + ': ' if loc else ''}{'; or: '.join(messages)}{more}"
+    return InvalidRequestError(message, param=loc or None, code=str(chosen[0].get("type")))
 
 
 def from_meta_rm(exc: Exception) -> GRMError:

@@ -30,6 +30,7 @@ from server.core.prompts import (
     resolve_structured_output,
 )
 from server.core.settings import Settings
+from server.core.text import unicode_problem
 from server.core.types import JudgeRequest, JudgeResult, Neutralizations, Sample, Usage
 from voting import derive_seed, pick_best, plan_orders, select_top, vote
 from voting.orders import OrderGroup
@@ -60,14 +61,9 @@ class Plan:
 
 def _check_text(text: str, param: str) -> None:
     """Text must be encodable as UTF-8: a lone surrogate (JSON `"\\ud800"`) never reaches an engine."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidRequestError(
-            f"{param}: the text holds a lone surrogate (\\u{ord(text[exc.start]):04x} at {exc.start}); send valid Unicode",
-            param=param,
-            code="invalid_unicode",
-        ) from None
+    problem = unicode_problem(text)
+    if problem is not None:
+        raise InvalidRequestError(f"{param}: {problem}", param=param, code="invalid_unicode")
 
 
 def plan_request(
@@ -75,7 +71,7 @@ def plan_request(
 ) -> Plan:
     """The one place a request's knobs get their defaults and bounds (the engine checks the context length);
     the budget and the structured-output mode default by template."""
-    lim, jd = settings.limits, settings.judging
+    lim = settings.limits
     for i, m in enumerate(req.messages):
         _check_text(m.content, f"messages.{i}.content")
     for i, text in enumerate(req.responses):
@@ -100,6 +96,15 @@ def plan_request(
             raise InvalidRequestError(
                 f"response {i} has {len(text)} characters (limit {lim.max_response_chars})", param=f"responses.{i}"
             )
+    return plan_knobs(req, settings, has_meta_rm=has_meta_rm, template=template, responses=len(req.responses))
+
+
+def plan_knobs(
+    req: JudgeRequest, settings: Settings, *, has_meta_rm: bool, template: TemplateName, responses: int
+) -> Plan:
+    """The knobs' defaults and bounds for a request of `responses` responses (its texts unchecked): with
+    `responses=1` it checks knobs shared by many items (the smallest item allows the most)."""
+    jd = settings.judging
     k = jd.k if req.k is None else req.k
     if not 1 <= k <= jd.max_k:
         raise InvalidRequestError(f"k must be in 1..{jd.max_k}, got {k}", param="k")
@@ -114,10 +119,10 @@ def plan_request(
         template if template is not TemplateName.AUTO else TemplateName.DEEPSEEK_GRM,
     )
     # The whole-judgment regex needs room for its sections; free sampling is completed at any budget.
-    low = PromptBuilder.min_max_tokens(len(req.responses)) if mode is StructuredOutput.REGEX else 16
+    low = PromptBuilder.min_max_tokens(responses) if mode is StructuredOutput.REGEX else 16
     if not low <= max_tokens <= jd.max_max_tokens:
         raise InvalidRequestError(
-            f"max_tokens must be in {low}..{jd.max_max_tokens} for {len(req.responses)} responses"
+            f"max_tokens must be in {low}..{jd.max_max_tokens} for {responses} response{'s' if responses != 1 else ''}"
             f" ({mode.value}), got {max_tokens}",
             param="max_tokens",
         )

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
@@ -16,6 +15,7 @@ from server.core.generators.base import Generator
 from server.core.settings import Settings
 from server.core.supervisor import Supervisor
 from server.http.metrics import Metrics
+from server.http.openapi import served_openapi
 from server.http.routes import compat, native, ops, ui
 from server.http.routes.edge import EdgeMiddleware, install_error_handlers
 from server.http.serving import Runtime, Serving
@@ -69,23 +69,5 @@ def create_app(settings: Settings, generator: Generator | None = None, meta_rm: 
     app.include_router(compat.router)
     app.include_router(ops.router)
     app.include_router(ui.router)
-    app.openapi = _without_422(app)  # type: ignore[method-assign]
+    app.openapi = served_openapi(app, settings)  # type: ignore[method-assign]
     return app
-
-
-def _without_422(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """OpenAPI as served: validation errors are 400 with the one error body, so drop FastAPI's 422 entries."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            for operations in schema["paths"].values():
-                for operation in operations.values():
-                    operation.get("responses", {}).pop("422", None)
-            for name in ("HTTPValidationError", "ValidationError"):
-                schema.get("components", {}).get("schemas", {}).pop(name, None)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    return openapi

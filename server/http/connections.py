@@ -54,6 +54,7 @@ class _HeaderDeadline:
 
     _header_timer: asyncio.TimerHandle | None = None
     _header_bytes: int = 0
+    _header_tail: bytes = b""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
@@ -64,12 +65,19 @@ class _HeaderDeadline:
         if before is None or before.response_complete:
             self._arm()  # between requests: every byte belongs to the next request's headers
         if self._header_timer is not None:
-            self._header_bytes += len(data)
+            # Count only the bytes up to the blank line that ends the headers (a chunk may carry the body too,
+            # or all 100 kB of headers at once); the last 3 bytes seen so far join the search across chunks.
+            seen = self._header_tail + data
+            end = seen.find(b"\r\n\r\n")
+            head = len(data) if end < 0 else end + 4 - len(self._header_tail)
+            self._header_bytes += head
+            self._header_tail = seen[-3:]
+            if self._header_bytes > self.max_header_bytes:
+                self._refuse_headers()
+                return
         super().data_received(data)  # type: ignore[misc]
         if self.cycle is not before:  # headers complete: uvicorn started a request cycle
             self._disarm()
-        elif self._header_timer is not None and self._header_bytes > self.max_header_bytes:
-            self._refuse_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -77,7 +85,7 @@ class _HeaderDeadline:
 
     def _arm(self) -> None:
         if self._header_timer is None:
-            self._header_bytes = 0
+            self._header_bytes, self._header_tail = 0, b""
             self._header_timer = self.loop.call_later(self.header_timeout_s, self._on_header_timeout)
 
     def _disarm(self) -> None:

@@ -5,23 +5,55 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from server.core.prompts import Message, StructuredOutput
+from server.core.text import unicode_problem
 from server.core.types import JudgeRequest, JudgeResult, new_request_id
+
+CONFIGURED = "x-configured-by"
+"""Schema key: {keyword: setting path}; the app's OpenAPI fills in each keyword from the running settings."""
 
 
 def valid_unicode(text: str) -> str:
     """JSON may spell a lone surrogate (`"\\ud800"`); no engine can encode it, so it is bad input."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"the text holds a lone surrogate at {exc.start}; send valid Unicode") from None
+    problem = unicode_problem(text)
+    if problem is not None:
+        raise PydanticCustomError("invalid_unicode", problem)
     return text
 
 
 Text = Annotated[str, AfterValidator(valid_unicode)]
 """Every text field of every request model: a string that is valid Unicode."""
+
+ResponseText = Annotated[
+    Text, WithJsonSchema({"type": "string", CONFIGURED: {"maxLength": "limits.max_response_chars"}})
+]
+
+# The knobs: JSON integers and numbers only (no `true`, no `"2"`). The schema states the bounds that
+# `plan_request` enforces: fixed ones as they are, configured ones filled in from the settings.
+KnobK = Annotated[
+    StrictInt, WithJsonSchema({"type": "integer", "minimum": 1, CONFIGURED: {"maximum": "judging.max_k"}})
+]
+KnobKMeta = Annotated[
+    StrictInt, WithJsonSchema({"type": "integer", "minimum": 0, CONFIGURED: {"maximum": "judging.max_k"}})
+]
+KnobTemperature = Annotated[StrictFloat, WithJsonSchema({"type": "number", "minimum": 0, "maximum": 2})]
+KnobMaxTokens = Annotated[
+    StrictInt, WithJsonSchema({"type": "integer", "minimum": 16, CONFIGURED: {"maximum": "judging.max_max_tokens"}})
+]
+KnobSeed = Annotated[StrictInt, WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 2**31 - 1})]
 
 
 class Knobs(BaseModel):
@@ -29,13 +61,21 @@ class Knobs(BaseModel):
     Only types here: defaults and bounds are applied in one place, `server.core.judging.plan_request`."""
 
     model_config = ConfigDict(extra="forbid")
-    k: int | None = Field(None, description="judgments to sample (default from settings, 1..judging.max_k)")
-    k_meta: int | None = Field(
-        None, description="judgments kept by the Meta RM; null = default (k/2 with a Meta RM), 0 = plain voting"
+    k: KnobK | None = Field(None, description="judgments to sample (default from settings, 1..judging.max_k)")
+    k_meta: KnobKMeta | None = Field(
+        None,
+        description="judgments kept by the Meta RM, 0..k (> 0 needs a Meta RM); null = default (k/2 with a Meta RM), "
+        "0 = plain voting",
     )
-    temperature: float | None = Field(None, description="sampling temperature of the judgments, 0..2 (default 0.5)")
-    max_tokens: int | None = Field(None, description="token budget of one judgment")
-    seed: int | None = Field(
+    temperature: KnobTemperature | None = Field(
+        None, description="sampling temperature of the judgments, 0..2 (default 0.5)"
+    )
+    max_tokens: KnobMaxTokens | None = Field(
+        None,
+        description="token budget of one judgment, up to judging.max_max_tokens; at least 16, and with the regex "
+        "structured output at least 96 + 8 per response",
+    )
+    seed: KnobSeed | None = Field(
         None, description="seed of orders, sampling and tie-breaks, 0..2^31-1; null = random (reported back)"
     )
     structured_output: StructuredOutput | None = Field(
@@ -70,16 +110,35 @@ class ChatMessage(BaseModel):
 class ScoreParams(Knobs):
     """Parameters shared by `/score` and `/score/batch`: the knobs plus what the response shows."""
 
-    return_samples: bool = Field(False, description="include every sampled judgment in the response")
+    return_samples: StrictBool = Field(False, description="include every sampled judgment in the response")
 
 
 class ScoreItem(BaseModel):
     """One query with its candidate responses."""
 
-    model_config = ConfigDict(extra="forbid")
-    messages: list[ChatMessage] | None = Field(None, description="the conversation, last turn = the user's query")
-    query: Text | None = Field(None, description="the user's query (instead of messages)")
-    responses: list[Text] = Field(description="candidate responses to judge, 1..max")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={  # exactly one of `query` / `messages`, as `_one_conversation` checks
+            "oneOf": [
+                {"required": ["query"], "properties": {"query": {"type": "string"}}},
+                {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
+            ]
+        },
+    )
+    messages: list[ChatMessage] | None = Field(
+        None,
+        description="the conversation, last turn = the user's query (exactly one of query or messages)",
+        json_schema_extra={"minItems": 1},
+    )
+    query: Text | None = Field(
+        None,
+        description="the user's query, not blank (exactly one of query or messages)",
+        json_schema_extra={"pattern": "\\S", CONFIGURED: {"maxLength": "limits.max_query_chars"}},
+    )
+    responses: list[ResponseText] = Field(
+        description="candidate responses to judge, 1..limits.max_responses",
+        json_schema_extra={"minItems": 1, CONFIGURED: {"maxItems": "limits.max_responses"}},
+    )
 
     @model_validator(mode="after")
     def _one_conversation(self) -> ScoreItem:
@@ -102,7 +161,9 @@ class ScoreBatchRequest(ScoreParams):
     the in-flight limit (`limits.max_concurrent_requests`)."""
 
     items: list[Any] = Field(
-        description="each a ScoreItem ({query | messages, responses}); a bad item gets its own error entry"
+        description="1..limits.max_batch_items, each a ScoreItem ({query | messages, responses}); a bad item gets "
+        "its own error entry, a bad shared parameter fails the call",
+        json_schema_extra={"minItems": 1, CONFIGURED: {"maxItems": "limits.max_batch_items"}},
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from server.core.prompts import Message
 from server.http.protocol import Knobs, ScoreResponse, Text, valid_unicode
@@ -26,8 +26,10 @@ class VLLMScoreRequest(_Lenient):
     `queries`/`documents` and `data_1`/`data_2` are accepted as the same two fields."""
 
     model: str | None = None
-    text_1: str | list[str]
-    text_2: str | list[str]
+    text_1: str | list[str] = Field(
+        description="the query, or one query per text_2 entry", json_schema_extra={"minItems": 1}
+    )
+    text_2: str | list[str] = Field(description="the candidates", json_schema_extra={"minItems": 1})
 
     @field_validator("text_1", "text_2")
     @classmethod
@@ -147,8 +149,11 @@ class ChatRewardRequest(_Lenient):
     """OpenAI chat completion used as a reward call: the final assistant turn is judged."""
 
     model: str | None = None
-    messages: list[ChatMessageIn]
-    stream: bool | None = Field(None, description="must be false or absent: a reward is one JSON answer")
+    messages: list[ChatMessageIn] = Field(
+        description="the conversation; the final assistant turn is judged, after a user turn",
+        json_schema_extra={"minItems": 2},
+    )
+    stream: StrictBool | None = Field(None, description="must be false or absent: a reward is one JSON answer")
 
     @field_validator("stream")
     @classmethod

@@ -20,7 +20,7 @@ from server.core.errors import (
     meta_rm_errors,
 )
 from server.core.grouping import Joiner, JoinObserver
-from server.core.judging import JudgeService
+from server.core.judging import JudgeService, plan_knobs
 from server.core.prompts import Message
 from server.core.settings import Settings
 from server.core.supervisor import EngineState, Supervisor
@@ -135,6 +135,9 @@ class Serving:
             raise InvalidRequestError("items must hold at least one item", param="items")
         if len(items) > limit:
             raise InvalidRequestError(f"{len(items)} items (limit {limit})", param="items")
+        # The shared knobs fail the whole call, not every item: checked as for the smallest item.
+        has_meta_rm, template = service.meta_rm is not None, service.prompts.template
+        plan_knobs(req.judge_request((), ()), self.settings, has_meta_rm=has_meta_rm, template=template, responses=1)
         parsed: list[JudgeRequest | ErrorResponse] = []
         for i, raw in enumerate(items):
             try:

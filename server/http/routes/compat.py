@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from server.http.protocol_compat import (
     ChatRewardRequest,
@@ -14,9 +14,9 @@ from server.http.protocol_compat import (
     VLLMScoreRequest,
     VLLMScoreResponse,
 )
-from server.http.routes.deps import ERROR_RESPONSES, RequestIdDep, ServingDep, check_auth, until_disconnect
+from server.http.routes.deps import ERROR_RESPONSES, KeyedRoute, RequestIdDep, ServingDep, until_disconnect
 
-router = APIRouter(dependencies=[Depends(check_auth)], tags=["compatible"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=KeyedRoute, tags=["compatible"], responses=ERROR_RESPONSES)
 
 
 @router.post("/v1/score", summary="vLLM Score API shape")

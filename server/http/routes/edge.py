@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 
@@ -19,8 +20,14 @@ from server.http.metrics import Metrics
 logger = logging.getLogger("server.access")
 
 
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+"""A caller's `X-Request-Id` is kept only in this form (no markup, no control bytes), else replaced."""
+
+
 def error_response(exc: GRMError, request_id: str | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+    headers = dict(exc.headers)
+    if exc.retry_after:
+        headers["Retry-After"] = str(exc.retry_after)
     if request_id:
         headers["X-Request-Id"] = request_id
     return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
@@ -42,11 +49,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc.__cause__, GRMError):  # FastAPI wraps what the strict body parser raised
+            return error_response(exc.__cause__)
         kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
         detail = str(exc.detail)
         if exc.status_code == 400 and "parsing the body" in detail:
-            detail = "the body could not be parsed: send JSON encoded as UTF-8"
-        err = GRMError(detail)
+            detail = "the body could not be parsed as JSON"
+        allow = (exc.headers or {}).get("Allow")
+        if exc.status_code == 405 and allow:
+            detail = f"{request.method} is not allowed on {request.url.path}; it accepts {allow}"
+        err = GRMError(detail, headers=exc.headers)  # a 405 carries `Allow`
         err.status, err.type = exc.status_code, kind
         return error_response(err)
 
@@ -68,6 +80,17 @@ def closing_response(exc: GRMError, request_id: str | None = None) -> JSONRespon
     return response
 
 
+class NoQueryString(logging.Filter):
+    """On uvicorn's access logger: its line shows the path without the query string (which may carry a key
+    or a caller's data); EdgeMiddleware's own line shows the route's path template only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) == 5:  # client, method, path?query, version, status
+            client, method, target, version, status = record.args
+            record.args = (client, method, str(target).split("?", 1)[0], version, status)
+        return True
+
+
 class EdgeMiddleware:
     """Assigns the request id, caps the body size and the time it may take to arrive (408), times and counts
     the request, logs one line (no texts)."""
@@ -83,7 +106,8 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        given = headers.get(b"x-request-id", b"")
+        rid = given.decode("ascii") if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         start, status, seen = time.perf_counter(), 500, 0
         refusal: GRMError | None = None  # set while reading the body: answered instead of what the app says

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from server.http.protocol import ScoreBatchRequest, ScoreBatchResponse, ScoreRequest, ScoreResponse
-from server.http.routes.deps import ERROR_RESPONSES, RequestIdDep, ServingDep, check_auth, until_disconnect
+from server.http.routes.deps import ERROR_RESPONSES, KeyedRoute, RequestIdDep, ServingDep, until_disconnect
 
-router = APIRouter(dependencies=[Depends(check_auth)], tags=["native"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=KeyedRoute, tags=["native"], responses=ERROR_RESPONSES)
 
 
 @router.post("/score", summary="Judge one query's responses with Voting@k (and MetaRM@k)")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.http.protocol import ErrorResponse, HealthResponse, ReadyResponse
-from server.http.routes.deps import ServingDep, check_auth
+from server.http.routes.deps import KeyedRoute, ServingDep
 
 router = APIRouter(tags=["operations"])
 _TEXT = {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}
@@ -35,12 +35,16 @@ async def ready(serving: ServingDep) -> ReadyResponse:
     return await serving.ready()
 
 
-@router.get(
-    "/metrics",
-    summary="Prometheus metrics",
-    dependencies=[Depends(check_auth)],
-    response_class=Response,
-    responses={200: _TEXT, 401: {"model": ErrorResponse}},
-)
 async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+router.add_api_route(
+    "/metrics",
+    metrics,
+    methods=["GET"],
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: _TEXT, 401: {"model": ErrorResponse}},
+    route_class_override=KeyedRoute,  # the API key, when configured, is checked before anything else
+)
