@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.core.completion import BOX_OPEN, completion_prefix
-from server.core.errors import NoValidJudgmentError
-from server.core.judging import JudgeService
+from server.core.errors import ConfigurationError, NoValidJudgmentError
+from server.core.judging import JudgeService, Planner
 from server.core.prompts import (
     PromptBuilder,
     StructuredOutput,
@@ -131,13 +131,36 @@ async def test_modes_by_template_and_per_request(
     assert all(c[1].max_tokens == default_max_tokens(template) for c in gen.calls)
 
 
-def test_settings_mode_legacy_booleans_and_budgets() -> None:
-    assert Settings().generator.structured_output is StructuredOutput.AUTO
-    assert Settings().with_overrides({"generator.structured_output": False}).generator.structured_output == "off"
-    assert Settings().with_overrides({"generator.structured_output": True}).generator.structured_output == "auto"
+def test_settings_mode_and_budgets() -> None:
+    assert Settings().judging.structured_output is StructuredOutput.AUTO
+    assert Settings().with_overrides({"judging.structured_output": "off"}).judging.structured_output == "off"
+    with pytest.raises(ValueError, match="structured_output"):
+        Settings().with_overrides({"judging.structured_output": False})  # no boolean shim (0.x: nothing to migrate)
     assert default_max_tokens(TemplateName.DEEPSEEK_GRM) == 2048 and default_max_tokens(TemplateName.GENERIC) == 512
-    with pytest.raises(ValueError, match="max_max_tokens"):
-        Settings().with_overrides({"generator.template": "deepseek-grm", "judging.max_max_tokens": 1024})
+    with pytest.raises(ValueError, match="concrete"):
+        default_max_tokens(TemplateName.AUTO)  # `auto` is resolved once, from the model name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "template", "fails"),
+    [
+        ({"judging.max_max_tokens": 1024}, TemplateName.DEEPSEEK_GRM, True),  # its default budget is 2048
+        ({"judging.max_max_tokens": 1024}, TemplateName.GENERIC, False),  # 512
+        ({"judging.max_max_tokens": 1024, "judging.max_tokens": 1024}, TemplateName.DEEPSEEK_GRM, False),
+        ({"judging.max_max_tokens": 1024, "judging.max_tokens": 2000}, TemplateName.GENERIC, True),
+    ],
+)
+def test_the_default_budget_is_checked_against_the_resolved_template(
+    overrides: dict[str, Any], template: TemplateName, fails: bool
+) -> None:
+    settings = Settings().with_overrides(overrides)  # the tree alone cannot know the template `auto` means
+    if fails:
+        with pytest.raises(ConfigurationError) as info:
+            Planner(settings, template, has_meta_rm=False)
+        assert info.value.param == "judging.max_max_tokens"
+    else:
+        planner = Planner(settings, template, has_meta_rm=False)
+        assert planner.plan(request(("a",))).max_tokens <= 1024
 
 
 def test_completion_metric_counts_completed_judgments() -> None:

@@ -13,6 +13,7 @@ from typing import Protocol
 from meta_rm.protocol import MetaRM, MetaRMInput
 from server.core.completion import BoxCompleter, parse_generation
 from server.core.errors import (
+    ConfigurationError,
     InvalidRequestError,
     NoValidJudgmentError,
     OverloadedError,
@@ -70,61 +71,76 @@ def _check_text(text: str, param: str) -> None:
         ) from None
 
 
-def plan_request(
-    req: JudgeRequest, settings: Settings, *, has_meta_rm: bool, template: TemplateName = TemplateName.AUTO
-) -> Plan:
-    """The one place a request's knobs get their defaults and bounds (the engine checks the context length);
-    the budget and the structured-output mode default by template."""
-    lim, jd = settings.limits, settings.judging
-    for i, m in enumerate(req.messages):
-        _check_text(m.content, f"messages.{i}.content")
-    for i, text in enumerate(req.responses):
-        _check_text(text, f"responses.{i}")
-    if not req.messages:
-        raise InvalidRequestError("the conversation is empty: give `query` or `messages`", param="messages")
-    if req.messages[-1].role != "user":
-        raise InvalidRequestError("the last message must be the user's query", param="messages")
-    if not req.messages[-1].content.strip():
-        raise InvalidRequestError("the query is empty", param="query")
-    chars = sum(len(m.content) for m in req.messages)
-    if chars > lim.max_query_chars:
-        raise InvalidRequestError(
-            f"the conversation has {chars} characters (limit {lim.max_query_chars})", param="messages"
-        )
-    if not req.responses:
-        raise InvalidRequestError("give at least one response to judge", param="responses")
-    if len(req.responses) > lim.max_responses:
-        raise InvalidRequestError(f"{len(req.responses)} responses (limit {lim.max_responses})", param="responses")
-    for i, text in enumerate(req.responses):
-        if len(text) > lim.max_response_chars:
-            raise InvalidRequestError(
-                f"response {i} has {len(text)} characters (limit {lim.max_response_chars})", param=f"responses.{i}"
+class Planner:
+    """The one place a request's knobs get their defaults and bounds (the engine checks the context length).
+    Built for one concrete template (the budget and the structured-output mode default by it); building it
+    checks that the default budget fits `judging.max_max_tokens`, so a bad settings tree fails at start."""
+
+    def __init__(self, settings: Settings, template: TemplateName, *, has_meta_rm: bool) -> None:
+        if template is TemplateName.AUTO:
+            raise ValueError("resolve 'auto' to a concrete template first (resolve_template)")
+        jd = settings.judging
+        self.settings, self.template, self.has_meta_rm = settings, template, has_meta_rm
+        self.default_max_tokens = jd.max_tokens if jd.max_tokens is not None else default_max_tokens(template)
+        if self.default_max_tokens > jd.max_max_tokens:
+            source = "judging.max_tokens" if jd.max_tokens is not None else f"the {template.value} template's default"
+            raise ConfigurationError(
+                f"judging.max_max_tokens ({jd.max_max_tokens}) is below the default judgment budget"
+                f" ({self.default_max_tokens}, {source}): every request without max_tokens would be refused;"
+                " raise judging.max_max_tokens or set judging.max_tokens",
+                param="judging.max_max_tokens",
             )
-    k = jd.k if req.k is None else req.k
-    if not 1 <= k <= jd.max_k:
-        raise InvalidRequestError(f"k must be in 1..{jd.max_k}, got {k}", param="k")
-    k_meta = _k_meta(req.k_meta, k, settings, has_meta_rm)
-    temperature = jd.temperature if req.temperature is None else req.temperature
-    if not 0 <= temperature <= 2:
-        raise InvalidRequestError(f"temperature must be in 0..2, got {temperature}", param="temperature")
-    default_budget = jd.max_tokens if jd.max_tokens is not None else default_max_tokens(template)
-    max_tokens = default_budget if req.max_tokens is None else req.max_tokens
-    mode = resolve_structured_output(
-        req.structured_output or settings.generator.structured_output,
-        template if template is not TemplateName.AUTO else TemplateName.DEEPSEEK_GRM,
-    )
-    # The whole-judgment regex needs room for its sections; free sampling is completed at any budget.
-    low = PromptBuilder.min_max_tokens(len(req.responses)) if mode is StructuredOutput.REGEX else 16
-    if not low <= max_tokens <= jd.max_max_tokens:
-        raise InvalidRequestError(
-            f"max_tokens must be in {low}..{jd.max_max_tokens} for {len(req.responses)} responses"
-            f" ({mode.value}), got {max_tokens}",
-            param="max_tokens",
-        )
-    seed = random.randrange(2**31) if req.seed is None else req.seed
-    if not 0 <= seed < 2**31:
-        raise InvalidRequestError(f"seed must be in 0..{2**31 - 1}, got {seed}", param="seed")
-    return Plan(k, k_meta, temperature, max_tokens, seed, mode)
+
+    def plan(self, req: JudgeRequest) -> Plan:
+        """`req`'s effective parameters; an InvalidRequestError naming the field when one is out of bounds."""
+        settings, template = self.settings, self.template
+        lim, jd = settings.limits, settings.judging
+        for i, m in enumerate(req.messages):
+            _check_text(m.content, f"messages.{i}.content")
+        for i, text in enumerate(req.responses):
+            _check_text(text, f"responses.{i}")
+        if not req.messages:
+            raise InvalidRequestError("the conversation is empty: give `query` or `messages`", param="messages")
+        if req.messages[-1].role != "user":
+            raise InvalidRequestError("the last message must be the user's query", param="messages")
+        if not req.messages[-1].content.strip():
+            raise InvalidRequestError("the query is empty", param="query")
+        chars = sum(len(m.content) for m in req.messages)
+        if chars > lim.max_query_chars:
+            raise InvalidRequestError(
+                f"the conversation has {chars} characters (limit {lim.max_query_chars})", param="messages"
+            )
+        if not req.responses:
+            raise InvalidRequestError("give at least one response to judge", param="responses")
+        if len(req.responses) > lim.max_responses:
+            raise InvalidRequestError(f"{len(req.responses)} responses (limit {lim.max_responses})", param="responses")
+        for i, text in enumerate(req.responses):
+            if len(text) > lim.max_response_chars:
+                raise InvalidRequestError(
+                    f"response {i} has {len(text)} characters (limit {lim.max_response_chars})",
+                    param=f"responses.{i}",
+                )
+        k = jd.k if req.k is None else req.k
+        if not 1 <= k <= jd.max_k:
+            raise InvalidRequestError(f"k must be in 1..{jd.max_k}, got {k}", param="k")
+        k_meta = _k_meta(req.k_meta, k, settings, self.has_meta_rm)
+        temperature = jd.temperature if req.temperature is None else req.temperature
+        if not 0 <= temperature <= 2:
+            raise InvalidRequestError(f"temperature must be in 0..2, got {temperature}", param="temperature")
+        max_tokens = self.default_max_tokens if req.max_tokens is None else req.max_tokens
+        mode = resolve_structured_output(req.structured_output or jd.structured_output, template)
+        # The whole-judgment regex needs room for its sections; free sampling is completed at any budget.
+        low = PromptBuilder.min_max_tokens(len(req.responses)) if mode is StructuredOutput.REGEX else 16
+        if not low <= max_tokens <= jd.max_max_tokens:
+            raise InvalidRequestError(
+                f"max_tokens must be in {low}..{jd.max_max_tokens} for {len(req.responses)} responses"
+                f" ({mode.value}), got {max_tokens}",
+                param="max_tokens",
+            )
+        seed = random.randrange(2**31) if req.seed is None else req.seed
+        if not 0 <= seed < 2**31:
+            raise InvalidRequestError(f"seed must be in 0..{2**31 - 1}, got {seed}", param="seed")
+        return Plan(k, k_meta, temperature, max_tokens, seed, mode)
 
 
 def _k_meta(asked: int | None, k: int, settings: Settings, has_meta_rm: bool) -> int:
@@ -156,7 +172,12 @@ class JudgeService:
         self.prompts = prompts
         self.settings = settings
         self.observer = observer
+        self.planner = Planner(settings, prompts.template, has_meta_rm=meta_rm is not None)
         self._in_flight = 0
+
+    def plan(self, req: JudgeRequest) -> Plan:
+        """`req`'s effective parameters (defaults and bounds); an InvalidRequestError when one is out of bounds."""
+        return self.planner.plan(req)
 
     @property
     def in_flight(self) -> int:
@@ -184,8 +205,10 @@ class JudgeService:
         finally:
             self._in_flight -= items
 
-    async def judge(self, req: JudgeRequest) -> JudgeResult:
-        plan = plan_request(req, self.settings, has_meta_rm=self.meta_rm is not None, template=self.prompts.template)
+    async def judge(self, req: JudgeRequest, plan: Plan | None = None) -> JudgeResult:
+        """Judge `req`; `plan` is its plan when the caller already made it (`self.plan(req)`)."""
+        if plan is None:
+            plan = self.plan(req)
         try:
             async with asyncio.timeout(self.settings.limits.request_timeout_s):
                 return await self._run(req, plan)

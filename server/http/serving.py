@@ -100,7 +100,7 @@ class Serving:
             rw = self.settings.rewards
             self._joiner = Joiner(
                 service,
-                cap=self.settings.limits.reward_group_cap,
+                cap=self.settings.rewards.join_cap,
                 window_s=rw.join_window_s,
                 max_wait_s=rw.join_max_wait_s,
                 observer=self.join_observer,
@@ -189,9 +189,9 @@ class Serving:
         )
 
     async def get_reward(self, req: RewardRequest, request_id: str) -> RewardResponse:
-        """OpenRLHF remote RM: rollouts sharing a prompt are judged together (at most `reward_group_cap`).
+        """OpenRLHF remote RM: rollouts sharing a prompt are judged together (at most `rewards.join_cap`).
         A group that cannot be judged gets `rewards.fallback` and `valid=0` unless `rewards.strict`."""
-        cap = self.settings.limits.reward_group_cap
+        cap = self.settings.rewards.join_cap
         prompts = req.prompts if req.prompts is not None else [""] * len(req.query)
         by_prompt: dict[str, list[_Group]] = {}
         for index, (full, prompt) in enumerate(zip(req.query, prompts, strict=True)):
