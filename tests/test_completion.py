@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.core.completion import BOX_OPEN, completion_prefix
+from server.core.completion import completion_prefix
 from server.core.errors import ConfigurationError, NoValidJudgmentError
 from server.core.judging import JudgeService, Planner
 from server.core.prompts import (
@@ -26,6 +26,7 @@ from server.http.metrics import Metrics
 from tests.fakes import ScriptedGenerator, shown_responses
 from tests.test_judging_service import request
 from voting import parse_scores
+from voting.parse import SCORES_OPEN
 
 RESPONSES = ("a", "bbbbbbb", "ccc")  # score_by_length: 1, 7, 3 in the caller's order
 SENTENCE = "Response {i} is weighed against each criterion in turn, with its strengths and its gaps stated plainly. "
@@ -73,8 +74,8 @@ async def test_judgments_cut_before_their_box_are_completed_in_the_callers_order
     assert all(s.finish_reason == "length" for s in result.samples)
     for prompt, partial, sampling in gen.continued:
         original = judge(prompt, 0)
-        assert partial.text.endswith("\n" + BOX_OPEN) and original.startswith(partial.text[: -len(BOX_OPEN) - 1])
-        assert partial.text[-len(BOX_OPEN) - 2] in ".:"  # cut back to a clean point, never mid-word
+        assert partial.text.endswith("\n" + SCORES_OPEN) and original.startswith(partial.text[: -len(SCORES_OPEN) - 1])
+        assert partial.text[-len(SCORES_OPEN) - 2] in ".:"  # cut back to a clean point, never mid-word
         assert sampling.regex == box_scores_regex(3) and sampling.max_tokens <= 32 and sampling.n == 1
     assert result.usage.engine_calls == 3 + 6  # 3 orders, then one continuation per cut judgment
     assert all(len(s.principles) > 1000 for s in result.samples)
@@ -178,19 +179,19 @@ def test_completion_metric_counts_completed_judgments() -> None:
 @pytest.mark.parametrize(
     ("text", "prefix"),
     [
-        ("", BOX_OPEN),
-        ("Specific Criteria: a.\nAnalysis: b is go", "Specific Criteria: a.\n" + BOX_OPEN),
+        ("", SCORES_OPEN),
+        ("Specific Criteria: a.\nAnalysis: b is go", "Specific Criteria: a.\n" + SCORES_OPEN),
         (
             "Specific Criteria: a.\nAnalysis: b is good. c is wor",
-            "Specific Criteria: a.\nAnalysis: b is good.\n" + BOX_OPEN,
+            "Specific Criteria: a.\nAnalysis: b is good.\n" + SCORES_OPEN,
         ),
         (
             "Specific Criteria: a.\nAnalysis: b.\nScores: \\boxed{3, ",
-            "Specific Criteria: a.\nAnalysis: b.\n" + BOX_OPEN,
+            "Specific Criteria: a.\nAnalysis: b.\n" + SCORES_OPEN,
         ),
-        ("Analysis: b.\nScores: \\boxed{3, 4, 5}", "Analysis: b.\n" + BOX_OPEN),  # wrong count: box redone
-        ("no clean point at all", "no clean point at all\n" + BOX_OPEN),
-        ("Analysis: 3.5 points.  \n\n", "Analysis: 3.5 points.\n" + BOX_OPEN),
+        ("Analysis: b.\nScores: \\boxed{3, 4, 5}", "Analysis: b.\n" + SCORES_OPEN),  # wrong count: box redone
+        ("no clean point at all", "no clean point at all\n" + SCORES_OPEN),
+        ("Analysis: 3.5 points.  \n\n", "Analysis: 3.5 points.\n" + SCORES_OPEN),
     ],
 )
 def test_completion_prefix_cuts_at_clean_points(text: str, prefix: str) -> None:
@@ -202,8 +203,8 @@ def test_completion_prefix_cuts_at_clean_points(text: str, prefix: str) -> None:
 )
 def test_completion_prefix_keeps_a_prefix_of_the_text_and_opens_one_box(text: str) -> None:
     prefix = completion_prefix(text)
-    kept = prefix[: -len(BOX_OPEN)].rstrip("\n")
-    assert prefix.endswith(BOX_OPEN) and text.startswith(kept)
+    kept = prefix[: -len(SCORES_OPEN)].rstrip("\n")
+    assert prefix.endswith(SCORES_OPEN) and text.startswith(kept)
     assert parse_scores(prefix + "4, 9}", 2).scores == (4, 9)  # the opened box is the one that counts
 
 

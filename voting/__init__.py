@@ -3,7 +3,7 @@
 from voting.orders import OrderGroup, derive_seed, map_to_caller, plan_orders
 from voting.parse import ParseError, ScoreParse, parse_scores, split_judgment
 from voting.render import render_responses
-from voting.vote import VoteResult, pick_best, select_top, vote
+from voting.vote import VoteResult, pick_best, select_top, unit_score, vote
 
 __all__ = [
     "OrderGroup",
@@ -18,5 +18,6 @@ __all__ = [
     "render_responses",
     "select_top",
     "split_judgment",
+    "unit_score",
     "vote",
 ]

@@ -22,10 +22,10 @@ from server.core.prompts import box_scores_regex
 from server.core.types import Sample, Usage
 from voting import derive_seed, map_to_caller, parse_scores, split_judgment
 from voting.orders import OrderGroup
+from voting.parse import BOX_OPEN, SCORES_OPEN
 
 logger = logging.getLogger(__name__)
 
-BOX_OPEN = "Scores: \\boxed{"
 _CLEAN_END = re.compile(r"[.!?。！？](?=\s|$)|\n")
 
 
@@ -36,14 +36,14 @@ def completion_prefix(text: str) -> str:
     A started (broken or miscounted) score box is dropped with its line; otherwise the text is cut after
     its last full sentence or line, so a judgment stopped mid-word by max_tokens ends cleanly."""
     cut = text
-    box = cut.rfind("\\boxed")
+    box = cut.rfind(BOX_OPEN[:-1])  # a started box, with or without its brace
     if box >= 0:
         cut = cut[: cut.rfind("\n", 0, box) + 1]
     ends = [m.end() for m in _CLEAN_END.finditer(cut)]
     if ends:
         cut = cut[: ends[-1]]
     cut = cut.rstrip()
-    return f"{cut}\n{BOX_OPEN}" if cut else BOX_OPEN
+    return f"{cut}\n{SCORES_OPEN}" if cut else SCORES_OPEN
 
 
 def completion_max_tokens(n_responses: int) -> int:
@@ -69,14 +69,18 @@ def parse_generation(group: OrderGroup, gen: Generation, n: int) -> list[Sample]
     return [parse_text(group, text, n, reason) for text, reason in zip(gen.texts, reasons, strict=True)]
 
 
+COMPLETION_SEED_PART = -1
+"""The `derive_seed(request seed, attempt, part)` part of an attempt's completions; its order groups are 0.."""
+
+
 @dataclass(frozen=True, slots=True)
 class BoxCompleter:
-    """Completes every unparseable judgment of one attempt; `resample` is how to sample afresh where the
-    backend cannot continue (same budget and regex as the attempt)."""
+    """Completes every unparseable judgment of one attempt; `resample` is how the attempt sampled (its
+    temperature, budget and regex), used for the continuations' temperature and to sample afresh where the
+    backend cannot continue."""
 
     generator: Generator
     n: int
-    temperature: float
     seed: int
     resample: SamplingConfig
 
@@ -114,7 +118,7 @@ class BoxCompleter:
         out = list(samples)
         for i, s in enumerate(samples):  # a box of its own before a broken last one: cutting back is enough
             if s.scores is None:
-                kept = completion_prefix(s.text)[: -len(BOX_OPEN)].rstrip()
+                kept = completion_prefix(s.text)[: -len(SCORES_OPEN)].rstrip()
                 if kept and parse_scores(kept, self.n).scores is not None:
                     out[i] = parse_text(group, kept, self.n, s.finish_reason, completed=True)
         missing = [i for i, s in enumerate(out) if s.scores is None]
@@ -125,7 +129,7 @@ class BoxCompleter:
         ]
         sampling = SamplingConfig(
             1,
-            self.temperature,
+            self.resample.temperature,
             completion_max_tokens(self.n),
             derive_seed(self.seed, "complete", j),
             box_scores_regex(self.n),
@@ -147,7 +151,7 @@ class BoxCompleter:
     ) -> tuple[list[Sample], Usage]:
         sampling = SamplingConfig(
             len(missing),
-            self.temperature,
+            self.resample.temperature,
             self.resample.max_tokens,
             derive_seed(self.seed, "resample", j),
             self.resample.regex,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from meta_rm.protocol import MetaRM, MetaRMInput
-from server.core.completion import BoxCompleter, parse_generation
+from server.core.completion import COMPLETION_SEED_PART, BoxCompleter, parse_generation
 from server.core.errors import (
     ConfigurationError,
     InvalidRequestError,
@@ -235,8 +235,7 @@ class JudgeService:
                 completer = BoxCompleter(
                     self.generator,
                     n,
-                    plan.temperature,
-                    derive_seed(plan.seed, attempt, -1),
+                    derive_seed(plan.seed, attempt, COMPLETION_SEED_PART),
                     SamplingConfig(1, plan.temperature, plan.max_tokens, None, regex),
                 )
                 parsed, extra = await completer.complete(f"{req.request_id}-{attempt}", groups, prompts, gens, parsed)

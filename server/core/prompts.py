@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from importlib import resources
 
 from voting import render_responses
+from voting.parse import SCORES_OPEN
 from voting.sanitize import neutralize
 
 _PLACEHOLDER = re.compile(r"\{(conversation|responses|n)\}")
+_METACHARACTER = re.compile(r"[\\{}()\[\].*+?^$|]")
 _ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 
@@ -107,8 +109,8 @@ class PromptBuilder:
         """A regex forcing the three-line answer with exactly n scores in 1..10, every section starting
         with a non-space character, its length bounds sized to end inside max_tokens at the tokenizer's
         measured `chars_per_token` (with a 25% margin; a cut judgment is completed anyway)."""
-        box = r"Scores: \\boxed\{" + box_scores_regex(n_responses)
-        box_tokens = len("Scores: \\boxed{}") + 4 * n_responses  # a character per token here: digits, commas
+        box = literal_regex(SCORES_OPEN) + box_scores_regex(n_responses)
+        box_tokens = len(SCORES_OPEN) + 1 + 4 * n_responses  # a character per token here: digits, commas
         free_tokens = max(16, max_tokens - box_tokens - len("Specific Criteria: \nAnalysis: \n") - 8)
         free = max(16, int(free_tokens * max(1.0, chars_per_token) * 0.75))
         criteria, analysis = max(4, free // 3), max(8, free - free // 3)
@@ -119,6 +121,12 @@ class PromptBuilder:
     def min_max_tokens(n_responses: int) -> int:
         """The smallest max_tokens for which the regex leaves room for real text."""
         return 96 + 8 * n_responses
+
+
+def literal_regex(text: str) -> str:
+    """`text` as a regex matching itself, escaping only the metacharacters (the structured-output engines'
+    regex dialects do not all take Python's escapes of spaces and letters)."""
+    return _METACHARACTER.sub(r"\\\g<0>", text)
 
 
 def box_scores_regex(n_responses: int) -> str:

@@ -50,15 +50,11 @@ from server.http.protocol_compat import (
     VLLMScoreRequest,
     VLLMScoreResponse,
 )
+from voting import unit_score
 
 logger = logging.getLogger(__name__)
 
 _CALL_KNOBS = frozenset({"k", "k_meta", "temperature", "max_tokens", "seed"})
-
-
-def unit_score(mean: float) -> float:
-    """Mean score 1..10 -> 0..1."""
-    return round((mean - 1.0) / 9.0, 6)
 
 
 @dataclass
