@@ -20,11 +20,11 @@ from server.core.supervisor import SupervisedGenerator, SupervisedMetaRM, Superv
 
 
 def supervise(settings: Settings, gen: Generator, rm: MetaRM | None) -> tuple[Generator, MetaRM | None]:
-    """Wrap the in-process vLLM engines (they own an EngineCore process that can die) in a Supervisor;
-    remote engines are someone else's process: /ready follows them, nothing restarts them."""
+    """Wrap the engines this process owns and that can die (`Generator.restartable`; the in-process vLLM Meta
+    RM) in a Supervisor; remote engines are someone else's process: /ready follows them, nothing restarts them."""
     from meta_rm.vllm_local import VLLMMetaRM
 
-    if isinstance(gen, VLLMGenerator):
+    if gen.restartable:
         gen = SupervisedGenerator(gen, settings.supervision)
     if isinstance(rm, VLLMMetaRM):
         rm = SupervisedMetaRM(rm, settings.supervision)

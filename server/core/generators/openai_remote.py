@@ -49,6 +49,8 @@ class OpenAIGenerator:
         self._can_continue = True
         self.retried = 0  # engine calls sent again after the connection dropped (grm_engine_retries_total)
 
+    restartable = False  # the engine is another process: /ready follows it, nothing here restarts it
+
     @property
     def model_name(self) -> str:
         return self._settings.served_model_name or self._model or "unknown"

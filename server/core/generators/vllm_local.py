@@ -45,6 +45,9 @@ class VLLMGenerator:
         self._chars_per_token: float | None = None
         self.aborted = 0  # engine requests aborted (cancel or timeout), for metrics and tests
 
+    restartable = True  # owns an EngineCore process that can die: supervised, restarted in place
+    retried = 0  # in-process: no connection to lose
+
     @property
     def model_name(self) -> str:
         return self._name
