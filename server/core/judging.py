@@ -33,7 +33,7 @@ from server.core.prompts import (
 from server.core.settings import Settings
 from server.core.types import JudgeRequest, JudgeResult, Neutralizations, Sample, Usage
 from voting import derive_seed, pick_best, plan_orders, select_top, vote
-from voting.orders import OrderGroup
+from voting.orders import ShownOrder
 from voting.sanitize import scan
 
 logger = logging.getLogger(__name__)
@@ -219,18 +219,18 @@ class JudgeService:
 
     async def _run(self, req: JudgeRequest, plan: Plan) -> JudgeResult:
         n = len(req.responses)
-        groups = plan_orders(n, plan.k, plan.seed, self.settings.judging.order_strategy)
-        prompts = [self.prompts.build(req.messages, [req.responses[i] for i in g.order]) for g in groups]
+        orders = plan_orders(n, plan.k, plan.seed, self.settings.judging.order_strategy)
+        prompts = [self.prompts.build(req.messages, [req.responses[i] for i in o.order]) for o in orders]
         regex = None
         if plan.structured_output is StructuredOutput.REGEX:
             regex = self.prompts.score_regex(n, plan.max_tokens, self.generator.chars_per_token or 1.0)
         usage, samples = Usage(), []
         for attempt in range(self.settings.judging.retries + 1):
-            gens = await self._sample(req.request_id, groups, prompts, plan, regex, attempt)
+            gens = await self._sample(req.request_id, orders, prompts, plan, regex, attempt)
             usage = usage + sum(
                 (Usage(g.prompt_tokens, g.completion_tokens, g.cached_tokens, 1) for g in gens), Usage()
             )
-            parsed = [parse_generation(g, gen, n) for g, gen in zip(groups, gens, strict=True)]
+            parsed = [parse_generation(o, gen, n) for o, gen in zip(orders, gens, strict=True)]
             if plan.structured_output is not StructuredOutput.OFF:
                 completer = BoxCompleter(
                     self.generator,
@@ -238,9 +238,9 @@ class JudgeService:
                     derive_seed(plan.seed, attempt, COMPLETION_SEED_PART),
                     SamplingConfig(1, plan.temperature, plan.max_tokens, None, regex),
                 )
-                parsed, extra = await completer.complete(f"{req.request_id}-{attempt}", groups, prompts, gens, parsed)
+                parsed, extra = await completer.complete(f"{req.request_id}-{attempt}", orders, prompts, gens, parsed)
                 usage = usage + extra
-            samples = [s for group_samples in parsed for s in group_samples]
+            samples = [s for order_samples in parsed for s in order_samples]
             invalid = sum(s.scores is None for s in samples)
             if self.observer is not None and invalid:
                 self.observer.invalid(invalid)
@@ -282,7 +282,7 @@ class JudgeService:
     async def _sample(
         self,
         request_id: str,
-        groups: Sequence[OrderGroup],
+        orders: Sequence[ShownOrder],
         prompts: Sequence[str],
         plan: Plan,
         regex: str | None,
@@ -296,12 +296,12 @@ class JudgeService:
                         self.generator.generate(
                             prompt,
                             SamplingConfig(
-                                g.count, plan.temperature, plan.max_tokens, derive_seed(plan.seed, attempt, j), regex
+                                o.count, plan.temperature, plan.max_tokens, derive_seed(plan.seed, attempt, j), regex
                             ),
                             f"{request_id}-{attempt}-{j}",
                         )
                     )
-                    for j, (g, prompt) in enumerate(zip(groups, prompts, strict=True))
+                    for j, (o, prompt) in enumerate(zip(orders, prompts, strict=True))
                 ]
         except ExceptionGroup as group:
             raise first_failure(group, "the generator")  # noqa: B904 - the cause is set by first_failure
