@@ -32,7 +32,7 @@ from server.core.generators.openai_remote import OpenAIGenerator
 from server.core.prompts import Message, PromptBuilder, TemplateName, resolve_template
 from server.core.settings import Settings
 from voting import plan_orders
-from voting.orders import OrderGroup, OrderStrategy
+from voting.orders import OrderStrategy, ShownOrder
 
 QUERY = "Explain in two sentences why the sky looks blue during the day but red at sunset."
 RESPONSES = (
@@ -46,14 +46,14 @@ RESPONSES = (
 )
 
 
-def plan(strategy: str, n: int, k: int, seed: int) -> list[OrderGroup]:
+def plan(strategy: str, n: int, k: int, seed: int) -> list[ShownOrder]:
     if strategy == "naive":
         rng = random.Random(seed)
         orders = []
         for _ in range(k):
             perm = list(range(n))
             rng.shuffle(perm)
-            orders.append(OrderGroup(tuple(perm), 1))
+            orders.append(ShownOrder(tuple(perm), 1))
         return orders
     return list(plan_orders(n, k, seed, OrderStrategy(strategy)))
 

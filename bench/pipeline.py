@@ -37,6 +37,8 @@ class InstantGenerator:
 
     model_name = "instant"
     chars_per_token: float | None = None
+    restartable = False
+    retried = 0
 
     async def start(self) -> None:
         return None

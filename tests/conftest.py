@@ -119,7 +119,7 @@ async def vllm_generator(embedded_model: Path) -> AsyncIterator[VLLMGenerator]:
     await gen.close()
 
 
-def load_items(name: str, limit: int) -> list[dict[str, Any]]:
+def shortest_labelled_items(name: str, limit: int) -> list[dict[str, Any]]:
     """Labelled items from ../shared/data/dev when present, else the committed sample."""
     path = DATA_DIR / name
     if not path.is_file():

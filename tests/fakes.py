@@ -46,6 +46,8 @@ class ScriptedGenerator:
     calls: list[tuple[str, SamplingConfig, str]] = field(default_factory=list)
     cancelled: int = 0
     name: str = "scripted"
+    restartable: bool = False
+    retried: int = 0
 
     @property
     def model_name(self) -> str:

@@ -87,7 +87,7 @@ async def test_vllm_score_api_shape(app_factory: Any) -> None:
 
 async def test_get_reward_groups_rollouts_by_prompt(app_factory: Any) -> None:
     gen = ScriptedGenerator()
-    client, _ = await app_factory({"limits.reward_group_cap": 2}, generator=gen)
+    client, _ = await app_factory({"rewards.join_cap": 2}, generator=gen)
     prompts = ["P:", "P:", "P:", "Q:"]
     queries = ["P:a", "P:bbbb", "P:cc", "Q:ddddd"]
     r = await client.post(

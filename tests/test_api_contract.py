@@ -18,8 +18,8 @@ from meta_rm.hf import HFMetaRM
 from meta_rm.protocol import MetaRMInput
 from meta_rm.records import JudgmentRecord, write_records
 from server.cli import app as cli_app
+from server.core.engines import build_planner
 from server.core.errors import ClientDisconnected, GRMError, InvalidRequestError
-from server.core.judging import plan_request
 from server.core.prompts import Message
 from server.core.settings import Settings
 from server.core.types import JudgeRequest
@@ -249,11 +249,11 @@ def test_client_disconnected_is_in_the_error_tree() -> None:
         ({"seed": -1}, "seed"),
     ],
 )
-def test_plan_request_is_the_one_place_for_bounds_and_text(request_kw: dict[str, Any], param: str) -> None:
+def test_the_planner_is_the_one_place_for_bounds_and_text(request_kw: dict[str, Any], param: str) -> None:
     """Callers that skip the HTTP models (CLI, evaluation, Meta RM data) get the same 400s from the core."""
     base: dict[str, Any] = {"messages": (Message("user", "q"),), "responses": ("a",)}
     with pytest.raises(InvalidRequestError) as info:
-        plan_request(JudgeRequest(**{**base, **request_kw}), Settings(), has_meta_rm=False)
+        build_planner(Settings()).plan(JudgeRequest(**{**base, **request_kw}))
     assert info.value.param == param
 
 

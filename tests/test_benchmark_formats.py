@@ -16,7 +16,7 @@ from server.core.judging import JudgeService
 from server.core.prompts import PromptBuilder, TemplateName
 from server.core.settings import Settings
 from server.evaluation.evaluate import EvalOptions, evaluate
-from server.evaluation.formats import FormatError, load_items
+from server.evaluation.formats import FormatError, load_benchmark
 from server.evaluation.scorers import ServiceScorer
 from tests.conftest import ROOT
 from tests.fakes import ScriptedGenerator, shown_responses
@@ -43,7 +43,7 @@ DEV_SAMPLE = ROOT / "tests" / "data" / "dev_sample.jsonl"
 def test_each_published_format_is_detected_and_normalized(
     name: str, fmt: str, n_items: int | None, labels: list[int | None] | None, n_responses: int | None
 ) -> None:
-    items, found = load_items(DATA / name)
+    items, found = load_benchmark(DATA / name)
     assert found == fmt
     if n_items is not None:
         assert len(items) == n_items and [i["label"] for i in items] == labels
@@ -53,26 +53,26 @@ def test_each_published_format_is_detected_and_normalized(
 
 
 def test_conversions_keep_what_the_scoring_needs() -> None:
-    rb2, _ = load_items(DATA / "rewardbench2.jsonl")
+    rb2, _ = load_benchmark(DATA / "rewardbench2.jsonl")
     assert [i["meta"]["num_correct"] for i in rb2] == [1, 1, 3] and rb2[2]["responses"][:3] == ["7", "11", "13"]
-    rm, _ = load_items(DATA / "rm_bench_total_dataset.json")
+    rm, _ = load_benchmark(DATA / "rm_bench_total_dataset.json")
     assert {(i["meta"]["chosen_style"], i["meta"]["rejected_style"]) for i in rm} == {
         (a, b) for a in range(3) for b in range(3)
     }
-    rmb, _ = load_items(DATA / "rmb_pairwise_brainstorming.json")
+    rmb, _ = load_benchmark(DATA / "rmb_pairwise_brainstorming.json")
     assert [m["role"] for m in rmb[1]["prompt"]] == ["user", "assistant", "user"]
-    panda, _ = load_items(DATA / "pandalm_testset-v1.json")
+    panda, _ = load_benchmark(DATA / "pandalm_testset-v1.json")
     assert [i["meta"]["majority"] for i in panda] == [1, 2, 0]
     assert panda[0]["prompt"] == "Fix the grammar.\n\nShe go to school."
-    ppe, _ = load_items(DATA / "ppe_correctness_math.jsonl")
+    ppe, _ = load_benchmark(DATA / "ppe_correctness_math.jsonl")
     assert ppe[0]["meta"]["conflict_pairs"] == [[0, 1], [2, 3]] and "conflict_pairs" not in ppe[1]["meta"]
 
 
 def test_format_can_be_forced_and_a_wrong_force_names_the_field() -> None:
-    items, found = load_items(DATA / "rewardbench.jsonl", "rewardbench")
+    items, found = load_benchmark(DATA / "rewardbench.jsonl", "rewardbench")
     assert found == "rewardbench" and len(items) == 3
     with pytest.raises(FormatError, match=r"judgebench_gpt-4o.jsonl, line 1: missing field 'subset'"):
-        load_items(DATA / "judgebench_gpt-4o.jsonl", "rewardbench")
+        load_benchmark(DATA / "judgebench_gpt-4o.jsonl", "rewardbench")
 
 
 @pytest.mark.parametrize(
@@ -174,8 +174,8 @@ def test_parquet_files_read_like_json(tmp_path: Path) -> None:
     for row in rows:
         row.pop("additional_metadata")  # an empty struct has no parquet type
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "test-00000-of-00001.parquet")
-    items, found = load_items(tmp_path / "test-00000-of-00001.parquet")
-    assert found == "rewardbench2" and items == load_items(DATA / "rewardbench2.jsonl")[0]
+    items, found = load_benchmark(tmp_path / "test-00000-of-00001.parquet")
+    assert found == "rewardbench2" and items == load_benchmark(DATA / "rewardbench2.jsonl")[0]
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(FormatError, match="broken.parquet: not a readable parquet file"):
-        load_items(tmp_path / "broken.parquet")
+        load_benchmark(tmp_path / "broken.parquet")

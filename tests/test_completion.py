@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.core.completion import BOX_OPEN, completion_prefix
-from server.core.errors import NoValidJudgmentError
-from server.core.judging import JudgeService
+from server.core.completion import completion_prefix
+from server.core.errors import ConfigurationError, NoValidJudgmentError
+from server.core.judging import JudgeService, Planner
 from server.core.prompts import (
     PromptBuilder,
     StructuredOutput,
@@ -26,6 +26,7 @@ from server.http.metrics import Metrics
 from tests.fakes import ScriptedGenerator, shown_responses
 from tests.test_judging_service import request
 from voting import parse_scores
+from voting.parse import SCORES_OPEN
 
 RESPONSES = ("a", "bbbbbbb", "ccc")  # score_by_length: 1, 7, 3 in the caller's order
 SENTENCE = "Response {i} is weighed against each criterion in turn, with its strengths and its gaps stated plainly. "
@@ -73,8 +74,8 @@ async def test_judgments_cut_before_their_box_are_completed_in_the_callers_order
     assert all(s.finish_reason == "length" for s in result.samples)
     for prompt, partial, sampling in gen.continued:
         original = judge(prompt, 0)
-        assert partial.text.endswith("\n" + BOX_OPEN) and original.startswith(partial.text[: -len(BOX_OPEN) - 1])
-        assert partial.text[-len(BOX_OPEN) - 2] in ".:"  # cut back to a clean point, never mid-word
+        assert partial.text.endswith("\n" + SCORES_OPEN) and original.startswith(partial.text[: -len(SCORES_OPEN) - 1])
+        assert partial.text[-len(SCORES_OPEN) - 2] in ".:"  # cut back to a clean point, never mid-word
         assert sampling.regex == box_scores_regex(3) and sampling.max_tokens <= 32 and sampling.n == 1
     assert result.usage.engine_calls == 3 + 6  # 3 orders, then one continuation per cut judgment
     assert all(len(s.principles) > 1000 for s in result.samples)
@@ -131,13 +132,36 @@ async def test_modes_by_template_and_per_request(
     assert all(c[1].max_tokens == default_max_tokens(template) for c in gen.calls)
 
 
-def test_settings_mode_legacy_booleans_and_budgets() -> None:
-    assert Settings().generator.structured_output is StructuredOutput.AUTO
-    assert Settings().with_overrides({"generator.structured_output": False}).generator.structured_output == "off"
-    assert Settings().with_overrides({"generator.structured_output": True}).generator.structured_output == "auto"
+def test_settings_mode_and_budgets() -> None:
+    assert Settings().judging.structured_output is StructuredOutput.AUTO
+    assert Settings().with_overrides({"judging.structured_output": "off"}).judging.structured_output == "off"
+    with pytest.raises(ValueError, match="structured_output"):
+        Settings().with_overrides({"judging.structured_output": False})  # no boolean shim (0.x: nothing to migrate)
     assert default_max_tokens(TemplateName.DEEPSEEK_GRM) == 2048 and default_max_tokens(TemplateName.GENERIC) == 512
-    with pytest.raises(ValueError, match="max_max_tokens"):
-        Settings().with_overrides({"generator.template": "deepseek-grm", "judging.max_max_tokens": 1024})
+    with pytest.raises(ValueError, match="concrete"):
+        default_max_tokens(TemplateName.AUTO)  # `auto` is resolved once, from the model name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "template", "fails"),
+    [
+        ({"judging.max_max_tokens": 1024}, TemplateName.DEEPSEEK_GRM, True),  # its default budget is 2048
+        ({"judging.max_max_tokens": 1024}, TemplateName.GENERIC, False),  # 512
+        ({"judging.max_max_tokens": 1024, "judging.max_tokens": 1024}, TemplateName.DEEPSEEK_GRM, False),
+        ({"judging.max_max_tokens": 1024, "judging.max_tokens": 2000}, TemplateName.GENERIC, True),
+    ],
+)
+def test_the_default_budget_is_checked_against_the_resolved_template(
+    overrides: dict[str, Any], template: TemplateName, fails: bool
+) -> None:
+    settings = Settings().with_overrides(overrides)  # the tree alone cannot know the template `auto` means
+    if fails:
+        with pytest.raises(ConfigurationError) as info:
+            Planner(settings, template, has_meta_rm=False)
+        assert info.value.param == "judging.max_max_tokens"
+    else:
+        planner = Planner(settings, template, has_meta_rm=False)
+        assert planner.plan(request(("a",))).max_tokens <= 1024
 
 
 def test_completion_metric_counts_completed_judgments() -> None:
@@ -155,19 +179,19 @@ def test_completion_metric_counts_completed_judgments() -> None:
 @pytest.mark.parametrize(
     ("text", "prefix"),
     [
-        ("", BOX_OPEN),
-        ("Specific Criteria: a.\nAnalysis: b is go", "Specific Criteria: a.\n" + BOX_OPEN),
+        ("", SCORES_OPEN),
+        ("Specific Criteria: a.\nAnalysis: b is go", "Specific Criteria: a.\n" + SCORES_OPEN),
         (
             "Specific Criteria: a.\nAnalysis: b is good. c is wor",
-            "Specific Criteria: a.\nAnalysis: b is good.\n" + BOX_OPEN,
+            "Specific Criteria: a.\nAnalysis: b is good.\n" + SCORES_OPEN,
         ),
         (
             "Specific Criteria: a.\nAnalysis: b.\nScores: \\boxed{3, ",
-            "Specific Criteria: a.\nAnalysis: b.\n" + BOX_OPEN,
+            "Specific Criteria: a.\nAnalysis: b.\n" + SCORES_OPEN,
         ),
-        ("Analysis: b.\nScores: \\boxed{3, 4, 5}", "Analysis: b.\n" + BOX_OPEN),  # wrong count: box redone
-        ("no clean point at all", "no clean point at all\n" + BOX_OPEN),
-        ("Analysis: 3.5 points.  \n\n", "Analysis: 3.5 points.\n" + BOX_OPEN),
+        ("Analysis: b.\nScores: \\boxed{3, 4, 5}", "Analysis: b.\n" + SCORES_OPEN),  # wrong count: box redone
+        ("no clean point at all", "no clean point at all\n" + SCORES_OPEN),
+        ("Analysis: 3.5 points.  \n\n", "Analysis: 3.5 points.\n" + SCORES_OPEN),
     ],
 )
 def test_completion_prefix_cuts_at_clean_points(text: str, prefix: str) -> None:
@@ -179,8 +203,8 @@ def test_completion_prefix_cuts_at_clean_points(text: str, prefix: str) -> None:
 )
 def test_completion_prefix_keeps_a_prefix_of_the_text_and_opens_one_box(text: str) -> None:
     prefix = completion_prefix(text)
-    kept = prefix[: -len(BOX_OPEN)].rstrip("\n")
-    assert prefix.endswith(BOX_OPEN) and text.startswith(kept)
+    kept = prefix[: -len(SCORES_OPEN)].rstrip("\n")
+    assert prefix.endswith(SCORES_OPEN) and text.startswith(kept)
     assert parse_scores(prefix + "4, 9}", 2).scores == (4, 9)  # the opened box is the one that counts
 
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from server.core.completion import BOX_OPEN, completion_prefix
+from server.core.completion import completion_prefix
 from server.core.generators.base import Partial, SamplingConfig
 from server.core.generators.openai_remote import OpenAIGenerator
 from server.core.generators.vllm_local import VLLMGenerator
@@ -16,6 +16,7 @@ from server.core.prompts import Message, PromptBuilder, StructuredOutput, Templa
 from server.core.settings import Settings
 from server.core.types import JudgeRequest, JudgeResult
 from voting import map_to_caller, parse_scores
+from voting.parse import SCORES_OPEN
 
 QUERY = (Message("user", "What is the capital of Japan?"),)
 RESPONSES = ("The capital of Japan is Tokyo.", "The capital of Japan is Osaka, I think.")
@@ -60,7 +61,7 @@ async def test_real_engine_continues_from_the_samples_own_token_ids(vllm_generat
     assert all(re.fullmatch(box_scores_regex(2), t) for t in cont.texts)
     # the continuation's prompt is the judging prompt plus the kept judgment: longer than the prompt alone
     assert cont.prompt_tokens > 2 * first.prompt_tokens
-    assert all(p.text.endswith(BOX_OPEN) for p in partials)
+    assert all(p.text.endswith(SCORES_OPEN) for p in partials)
 
 
 @pytest.mark.remote

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 import httpx
@@ -14,8 +16,8 @@ from hypothesis import strategies as st
 from server.core.engines import build_prompt_builder
 from server.core.errors import InvalidRequestError
 from server.core.grouping import Joiner
-from server.core.judging import JudgeService
-from server.core.prompts import Message
+from server.core.judging import JudgeService, Plan
+from server.core.prompts import Message, StructuredOutput
 from server.core.settings import Settings
 from server.core.types import JudgeRequest
 from tests.fakes import ScriptedGenerator, shown_responses
@@ -194,7 +196,7 @@ async def test_per_sample_rollouts_beyond_the_in_flight_limit_are_not_refused(ap
     """OpenRLHF sends every rollout alone and at once: waiting rollouts take no admission slot, each joint
     judgment takes one, so 12 concurrent rollouts of 3 prompts pass a limit of 4 (without joining: 429s)."""
     gen = ScriptedGenerator()
-    client, _ = await app_factory({"limits.max_concurrent_requests": 4, "limits.reward_group_cap": 4}, generator=gen)
+    client, _ = await app_factory({"limits.max_concurrent_requests": 4, "rewards.join_cap": 4}, generator=gen)
     rollouts = [(f"P{p}:", "x" * (r + 1)) for p in range(3) for r in range(4)]
     responses = await asyncio.gather(
         *(client.post("/get_reward", json={"query": [p + t], "prompts": [p], "k": 1}) for p, t in rollouts)
@@ -225,3 +227,57 @@ async def test_each_share_breaks_ties_by_the_seed_as_the_service_does() -> None:
     assert len(gen.calls) == 1 and shares[0].rewards == (2, 2)  # a tie within the first caller's share
     alone = await make_joiner(ScriptedGenerator(), cap=2)[0].judge(req("P", "aa", "bb", seed=5))  # judged alone
     assert shares[0].best == alone.best == pick_best((2, 2), 5) == 1
+
+
+async def test_callers_with_other_structured_output_are_not_joined(app_factory: Any) -> None:
+    """One caller asks `structured_output: off`, one the default (regex on the generic template): two engine
+    calls, each under its own mode (joined, both would be judged without the regex)."""
+    gen = ScriptedGenerator()
+    client, _ = await app_factory({}, generator=gen)
+    bodies = [
+        {"query": ["P:a"], "prompts": ["P:"], "k": 1, "seed": 1, "structured_output": "off"},
+        {"query": ["P:bb"], "prompts": ["P:"], "k": 1, "seed": 1},
+    ]
+    answers = await asyncio.gather(*(client.post("/get_reward", json=b) for b in bodies))
+    assert [r.status_code for r in answers] == [200, 200]
+    by_response = {shown_responses(prompt)[0]: sampling.regex for prompt, sampling, _ in gen.calls}
+    assert len(gen.calls) == 2 and by_response["a"] is None and by_response["bb"] is not None
+
+
+KNOB_VALUES: dict[str, Any] = {
+    "messages": (Message("user", "other"),),
+    "k": 2,
+    "k_meta": 0,
+    "temperature": 0.7,
+    "max_tokens": 300,
+    "seed": 2,
+    "structured_output": StructuredOutput.OFF,
+}
+
+
+@pytest.mark.parametrize("knob", [f.name for f in fields(JudgeRequest) if f.name not in ("responses", "request_id")])
+async def test_every_knob_keeps_callers_apart(knob: str) -> None:
+    """The join key is the request minus what joining changes: a knob added later cannot be forgotten."""
+    assert knob in KNOB_VALUES, f"give {knob} a value that differs from the default"
+    gen = ScriptedGenerator()
+    joiner, rec = make_joiner(gen, cap=8)
+    results = await asyncio.gather(
+        joiner.judge(req("P", "a")), joiner.judge(dataclasses.replace(req("P", "bb"), **{knob: KNOB_VALUES[knob]}))
+    )
+    assert [r.scores for r in results] == [(1.0,), (2.0,)]
+    assert sorted(rec.sizes) == [1, 1] and len(gen.calls) == 2
+
+
+async def test_each_request_is_planned_once_on_the_joint_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = ScriptedGenerator()
+    joiner, _ = make_joiner(gen, cap=8)
+    planned: list[int] = []
+    plan = joiner.service.plan
+
+    def counting(request: JudgeRequest) -> Plan:
+        planned.append(len(request.responses))
+        return plan(request)
+
+    monkeypatch.setattr(joiner.service, "plan", counting)
+    await asyncio.gather(*(joiner.judge(req("P", t)) for t in ("a", "bb", "ccc")))
+    assert planned == [1, 2, 3] and len(gen.calls) == 1  # alone, then as the joint request it makes

@@ -19,8 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.core.errors import InvalidRequestError, caller_loc
-from server.core.judging import plan_request
-from server.core.prompts import Message
+from server.core.judging import Planner
+from server.core.prompts import Message, TemplateName
 from server.core.settings import Settings
 from server.core.text import unicode_problem
 from server.core.types import JudgeRequest
@@ -292,7 +292,9 @@ async def test_the_http_models_and_the_core_refuse_text_with_the_same_words() ->
             await raw_post(client, "/score", json.dumps({"query": "q", "responses": [text]}).encode()), 400
         )
     with pytest.raises(InvalidRequestError) as core:
-        plan_request(JudgeRequest((Message("user", "q"),), (text,)), Settings(), has_meta_rm=False)
+        Planner(Settings(), TemplateName.DEEPSEEK_GRM, has_meta_rm=False).plan(
+            JudgeRequest((Message("user", "q"),), (text,))
+        )
     problem = unicode_problem(text)
     assert problem is not None and "\\udc80 at 3" in problem
     assert http["message"] == core.value.message == f"responses.0: {problem}"

@@ -33,7 +33,7 @@ async def make_app() -> AsyncIterator[Any]:
 
     async def make(template: str, **kw: Any) -> tuple[httpx.AsyncClient, ScriptedGenerator]:
         gen = ScriptedGenerator(judge=judge_by_length)
-        app = create_app(Settings().with_overrides({"generator.template": template}), generator=gen, **kw)
+        app = create_app(Settings().with_overrides({"judging.template": template}), generator=gen, **kw)
         ctx = app.router.lifespan_context(app)
         await ctx.__aenter__()
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")

@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.integrations import verl
 from server.integrations.client import (
@@ -23,6 +25,7 @@ from server.integrations.client import (
 from server.integrations.trl import GRMReward
 from tests.fakes import ScriptedGenerator
 from tests.test_api import app_factory
+from voting import unit_score
 
 __all__ = ["app_factory"]
 
@@ -154,3 +157,10 @@ async def test_verl_compute_score_per_sample_calls_are_judged_jointly(app_factor
         await verl.compute_score("d", "s", "g", {}, url="http://test")
     await client.aclose()
     verl._clients.clear()
+
+
+@given(st.floats(min_value=1.0, max_value=10.0, allow_nan=False))
+def test_the_clients_unit_mapping_is_the_servers(mean: float) -> None:
+    """The dependency-free client keeps its own copy of the 1..10 -> 0..1 rule: the same numbers, exactly."""
+    assert unit(mean) == unit_score(mean)
+    assert unit_score(1.0) == 0.0 and unit_score(10.0) == 1.0

@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import load_items
+from tests.conftest import shortest_labelled_items
 
 pytestmark = pytest.mark.live
 
@@ -19,7 +19,7 @@ def to_body(item: dict[str, object]) -> dict[str, object]:
 
 
 def test_score_real_items(live_url: str) -> None:
-    item = load_items("llmbar.jsonl", 1)[0]
+    item = shortest_labelled_items("llmbar.jsonl", 1)[0]
     r = httpx.post(f"{live_url}/score", json={**to_body(item), "k": 4, "seed": 1, "return_samples": True}, timeout=300)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -31,7 +31,7 @@ def test_score_real_items(live_url: str) -> None:
 
 
 def test_score_batch_real_items(live_url: str) -> None:
-    items = [to_body(i) for i in load_items("hhh_alignment.jsonl", 2)] + [{"query": "q"}]
+    items = [to_body(i) for i in shortest_labelled_items("hhh_alignment.jsonl", 2)] + [{"query": "q"}]
     r = httpx.post(f"{live_url}/score/batch", json={"items": items, "k": 2, "seed": 3}, timeout=300)
     assert r.status_code == 200, r.text
     results = r.json()["results"]

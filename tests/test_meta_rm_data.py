@@ -11,7 +11,7 @@ from meta_rm.labels import is_correct, label_judgment
 from server.cli.meta import meta_app
 from server.core.generators.vllm_local import VLLMGenerator
 from server.core.judging import JudgeService
-from server.core.meta_data import judge_items, load_items
+from server.core.meta_data import judge_items, load_preference_items
 from server.core.prompts import PromptBuilder, TemplateName
 from server.core.settings import Settings
 from tests.fakes import ScriptedGenerator
@@ -21,7 +21,7 @@ SAMPLE = Path(__file__).parent / "data" / "dev_sample.jsonl"
 
 @pytest.mark.engine
 async def test_build_data_labels_every_sampled_judgment(vllm_generator: VLLMGenerator) -> None:
-    items, _ = load_items([SAMPLE])
+    items, _ = load_preference_items([SAMPLE])
     items = sorted(items, key=lambda i: i.chars)[:2]
     service = JudgeService(vllm_generator, PromptBuilder(TemplateName.GENERIC), Settings())
     done: list[int] = []
@@ -42,7 +42,7 @@ async def test_build_data_labels_every_sampled_judgment(vllm_generator: VLLMGene
 
 
 async def test_items_the_service_refuses_are_counted_and_skipped() -> None:
-    items, _ = load_items([SAMPLE])
+    items, _ = load_preference_items([SAMPLE])
     service = JudgeService(ScriptedGenerator(down=True), PromptBuilder(TemplateName.GENERIC), Settings())
     done: list[object] = []
     records, failures = await judge_items(service, items, k=2, seed=0, on_done=done.append)

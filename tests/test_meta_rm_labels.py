@@ -13,7 +13,7 @@ from meta_rm.labels import is_correct, label_judgment
 from meta_rm.protocol import MetaRMInput
 from meta_rm.records import JudgmentRecord, read_records, write_records
 from meta_rm.train import accuracy, auc, split_by_item
-from server.core.meta_data import item_seed, load_items, parse_item, select_items
+from server.core.meta_data import item_seed, load_preference_items, parse_item, select_items
 from voting import derive_seed
 
 SAMPLE = Path(__file__).parent / "data" / "dev_sample.jsonl"
@@ -193,7 +193,7 @@ def test_items_load_from_files_and_folders_and_select_disjoint_slices(tmp_path: 
         {"id": "long", "prompt": "q" * 5000, "responses": ["a", "b"], "label": 0},
     ]
     (tmp_path / "extra.jsonl").write_text("".join(json.dumps(e) + "\n" for e in extra))
-    items, report = load_items([SAMPLE, tmp_path], max_chars=4000)
+    items, report = load_preference_items([SAMPLE, tmp_path], max_chars=4000)
     assert report.kept == len(items) == 7 and report.skipped == {"tie": 1, "too_long": 1}
     multi = next(i for i in items if i.id == "multi")
     assert [m.role for m in multi.messages] == ["user", "assistant", "user"] and multi.label == 1

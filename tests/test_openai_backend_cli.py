@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from server.core.errors import BackendError, BackendUnavailableError, InvalidRequestError, RequestTimeoutError
-from server.core.generators.base import SamplingConfig
+from server.core.generators.base import ContinuationUnsupportedError, Partial, SamplingConfig
 from server.core.generators.openai_remote import OpenAIGenerator
 from server.core.judging import JudgeService
 from server.core.prompts import Message, PromptBuilder, TemplateName
@@ -195,3 +195,60 @@ async def test_openai_backend_fault_table(
         await gen.close()
     assert len(sent) == posts
     assert {json.loads(r.content)["seed"] for r in sent} == {seed}  # the retry is the same call
+
+
+def refusal(status: int, message: str, param: str | None = None) -> httpx2.Response:
+    return httpx2.Response(
+        status, json={"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
+    )
+
+
+PYDANTIC_422 = httpx2.Response(
+    422, json={"detail": [{"loc": ["body", "continue_final_message"], "msg": "Extra inputs are not permitted"}]}
+)
+
+
+@pytest.mark.parametrize(
+    ("refused", "unsupported", "param"),
+    [
+        (refusal(400, "unknown field", "continue_final_message"), True, None),
+        (refusal(400, "not supported here", "add_generation_prompt"), True, None),
+        (PYDANTIC_422, True, None),  # a FastAPI server refusing the extra field
+        # the message names the field but the param does not: not a refusal of continuations
+        (refusal(400, "continue_final_message and add_generation_prompt cannot both be true"), False, None),
+        (refusal(400, "this model's maximum context length is 2048 tokens", "messages"), False, "messages"),
+        (refusal(400, "max_tokens too large", "max_tokens"), False, "max_tokens"),
+    ],
+)
+async def test_continuation_refusals_are_told_by_status_and_param(
+    refused: httpx2.Response, unsupported: bool, param: str | None
+) -> None:
+    """Whether a server cannot continue comes from the error's status and `param`, not its wording; any other
+    refusal keeps the upstream's param and leaves continuations on for the next call."""
+    sent: list[dict[str, object]] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content)
+        sent.append(body)
+        return refused if len(sent) == 1 else reply(request)
+
+    settings = openai_settings("http://grm:8000/v1", **{"generator.model": "m"})
+    client = openai.DefaultAsyncHttpxClient(transport=httpx2.MockTransport(handler))
+    gen = OpenAIGenerator(settings.generator, http_client=client)
+    sampling = SamplingConfig(1, 1.0, 16, 3, None)
+    try:
+        if unsupported:
+            with pytest.raises(ContinuationUnsupportedError):
+                await gen.continue_judgments("judge", [Partial("x")], sampling, "c1")
+            with pytest.raises(ContinuationUnsupportedError):  # not asked again
+                await gen.continue_judgments("judge", [Partial("x")], sampling, "c2")
+            assert len(sent) == 1
+        else:
+            with pytest.raises(InvalidRequestError) as info:
+                await gen.continue_judgments("judge", [Partial("x")], sampling, "c1")
+            assert type(info.value) is InvalidRequestError and info.value.param == param
+            out = await gen.continue_judgments("judge", [Partial("x")], sampling, "c2")  # still continues
+            assert out.texts == ("\\boxed{1}",) and sent[-1]["continue_final_message"] is True
+            assert len(sent) == 2
+    finally:
+        await gen.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +115,38 @@ def test_settings_overrides_and_validation() -> None:
         Settings().with_overrides({"generator.backend": "openai"})
     with pytest.raises(ValueError):
         Settings().with_overrides({"generator.backend": "tgi"})
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "fails"),
+    [
+        (["serve", "--model", "BBQGOD/DeepSeek-GRM-27B"], {"GRM_JUDGING__MAX_MAX_TOKENS": "1024"}, True),
+        (
+            ["score", "--query", "q", "-r", "a", "--model", "org/my-grm-7b"],
+            {"GRM_JUDGING__MAX_MAX_TOKENS": "1024"},
+            True,
+        ),
+        (
+            ["serve", "--model", "BBQGOD/DeepSeek-GRM-27B"],
+            {"GRM_JUDGING__MAX_MAX_TOKENS": "1024", "GRM_JUDGING__TEMPLATE": "generic", "GRM_SERVER__PORT": "-1"},
+            False,  # the generic template's 512 fits: the tree gets past the budget (and fails on the port)
+        ),
+    ],
+)
+def test_a_budget_over_max_max_tokens_for_the_resolved_template_exits_2(
+    command: list[str], env: dict[str, str], fails: bool
+) -> None:
+    """`auto` means deepseek-grm (budget 2048) for a GRM model name: settings that would refuse every request
+    leaving max_tokens unset fail at start, naming the setting, before any engine loads."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "server.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert ("judging.max_max_tokens" in proc.stderr) is fails, proc.stderr
+    if fails:
+        assert "deepseek-grm" in proc.stderr and "2048" in proc.stderr

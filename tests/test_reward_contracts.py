@@ -43,7 +43,7 @@ async def test_get_reward_falls_back_per_prompt_group(app_factory: Any, strict: 
         "rewards.strict": strict,
         "rewards.fallback": 3.25,
         "judging.retries": 0,
-        "generator.structured_output": "off",  # no box completion: the BROKEN group stays unparseable
+        "judging.structured_output": "off",  # no box completion: the BROKEN group stays unparseable
     }
     client, _ = await app_factory(overrides, generator=gen)
     body = {"query": ["P:aaaa", "BROKEN:x", "P:bb", "BROKEN:yy"], "prompts": ["P:", "BROKEN:", "P:", "BROKEN:"], "k": 2}
@@ -83,7 +83,7 @@ async def test_vllm_score_accepts_every_field_naming(app_factory: Any, first: st
 
 async def test_slime_reward_answers_a_json_number(app_factory: Any) -> None:
     gen = ScriptedGenerator(judge=_garbage_for("BROKEN"))
-    client, _ = await app_factory({"judging.retries": 0, "generator.structured_output": "off"}, generator=gen)
+    client, _ = await app_factory({"judging.retries": 0, "judging.structured_output": "off"}, generator=gen)
     r = await client.post("/reward", json={"prompt": "q", "response": "abcd", "label": "4", "k": 2})
     assert r.status_code == 200 and r.json() == 4.0
     chat = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]

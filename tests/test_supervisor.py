@@ -207,3 +207,16 @@ async def test_remote_engines_are_not_supervised_and_health_stays_up(serve: Any)
     gen.kill()
     assert (await client.get("/ready")).status_code == 503
     assert (await client.get("/health")).status_code == 200
+
+
+def test_supervise_wraps_exactly_the_restartable_generators() -> None:
+    """What a backend declares (`Generator.restartable`) decides supervision: no isinstance on a backend class."""
+    from server.core.engines import supervise
+    from server.core.settings import Settings
+
+    owned = ScriptedGenerator(restartable=True, retried=2)
+    wrapped, rm = supervise(Settings(), owned, None)
+    assert isinstance(wrapped, SupervisedGenerator) and wrapped.inner is owned and rm is None
+    assert not wrapped.restartable and wrapped.retried == 2  # supervised once; the retry count shows through
+    remote = ScriptedGenerator(restartable=False)
+    assert supervise(Settings(), remote, None)[0] is remote

@@ -1,12 +1,12 @@
 """Pure, deterministic core: response blocks, score extraction, response orders and seeds, Meta RM selection and voting."""
 
-from voting.orders import OrderGroup, derive_seed, map_to_caller, plan_orders
+from voting.orders import ShownOrder, derive_seed, map_to_caller, plan_orders
 from voting.parse import ParseError, ScoreParse, parse_scores, split_judgment
 from voting.render import render_responses
-from voting.vote import VoteResult, pick_best, select_top, vote
+from voting.vote import VoteResult, pick_best, select_top, unit_score, vote
 
 __all__ = [
-    "OrderGroup",
+    "ShownOrder",
     "ParseError",
     "ScoreParse",
     "VoteResult",
@@ -18,5 +18,6 @@ __all__ = [
     "render_responses",
     "select_top",
     "split_judgment",
+    "unit_score",
     "vote",
 ]

@@ -18,7 +18,7 @@ class OrderStrategy(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class OrderGroup:
+class ShownOrder:
     """`order[pos]` is the caller's index of the response shown at position `pos`; `count` samples use it."""
 
     order: tuple[int, ...]
@@ -28,14 +28,14 @@ class OrderGroup:
 def derive_seed(*parts: int | str) -> int:
     """A seed in [0, 2**31) fixed by `parts` (joined with ":"), stable across runs and processes
     (`random` hashes str seeds with SHA-512). The one derivation: per-order sampling seeds
-    `(seed, attempt, group)`, per-item judging seeds `(seed, item_id)` and evaluation seeds
+    `(seed, attempt, shown order)`, per-item judging seeds `(seed, item_id)` and evaluation seeds
     `(purpose, seed, key)`."""
     return random.Random(":".join(map(str, parts))).randrange(2**31)
 
 
 def plan_orders(
     n_responses: int, k: int, seed: int, strategy: OrderStrategy = OrderStrategy.ROTATE
-) -> tuple[OrderGroup, ...]:
+) -> tuple[ShownOrder, ...]:
     """Split k samples over distinct response orders; the counts always sum to k."""
     if n_responses < 1 or k < 1:
         raise ValueError("n_responses and k must be >= 1")
@@ -46,16 +46,16 @@ def plan_orders(
             perm = list(range(n_responses))
             rng.shuffle(perm)
             counts[tuple(perm)] += 1
-        return tuple(OrderGroup(order, c) for order, c in counts.items())
+        return tuple(ShownOrder(order, c) for order, c in counts.items())
     base = list(range(n_responses))
     rng.shuffle(base)
     m = min(k, n_responses)
-    groups = []
+    orders = []
     for j in range(m):
         shift = (j * n_responses) // m
         order = tuple(base[(pos + shift) % n_responses] for pos in range(n_responses))
-        groups.append(OrderGroup(order, k // m + (1 if j < k % m else 0)))
-    return tuple(groups)
+        orders.append(ShownOrder(order, k // m + (1 if j < k % m else 0)))
+    return tuple(orders)
 
 
 def map_to_caller(scores: Sequence[int], order: Sequence[int]) -> tuple[int, ...]:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 MIN_SCORE = 1
 MAX_SCORE = 10
-_BOX_OPEN = "\\boxed{"
+BOX_OPEN = "\\boxed{"  # the score box every template asks for; the last one in a judgment is its scores
+SCORES_OPEN = "Scores: " + BOX_OPEN  # how a judgment's score line starts (templates, regex, completion)
 _SEPARATORS = re.compile(r"[,，]")
 _INTEGER = re.compile(r"\d+")
 
@@ -34,10 +35,10 @@ class ScoreParse:
 
 
 def _last_box(text: str) -> str | None | ParseError:
-    start = text.rfind(_BOX_OPEN)
+    start = text.rfind(BOX_OPEN)
     if start < 0:
         return None
-    depth, i = 1, start + len(_BOX_OPEN)
+    depth, i = 1, start + len(BOX_OPEN)
     for j in range(i, len(text)):
         if text[j] == "{":
             depth += 1

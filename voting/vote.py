@@ -30,6 +30,11 @@ def vote(score_lists: Sequence[Sequence[int]], n_responses: int) -> VoteResult:
     return VoteResult(tuple(rewards), tuple(r / voters for r in rewards), voters)
 
 
+def unit_score(mean: float) -> float:
+    """A score on the judges' 1..10 scale mapped to 0..1, exactly (no rounding): 1 -> 0, 10 -> 1."""
+    return (mean - 1.0) / 9.0
+
+
 def pick_best(rewards: Sequence[float], seed: int) -> int:
     """Index of the highest reward; ties broken by a draw seeded with `seed`."""
     if not rewards:

@@ -57,11 +57,19 @@ def cli_errors(*, as_json: bool = False) -> Iterator[None]:
 
 
 def load_settings(overrides: dict[str, Any]) -> Settings:
-    """Settings from the environment, with the CLI's options on top; a bad value is a CLIError (exit 2)."""
+    """Settings from the environment, with the CLI's options on top; a bad value, or a tree that could not
+    serve (e.g. a judgment budget over `judging.max_max_tokens`), is a CLIError (exit 2)."""
+    from server.core.engines import build_planner
+
     try:
-        return Settings().with_overrides(overrides)
+        settings = Settings().with_overrides(overrides)
     except ValueError as exc:
         raise CLIError(f"invalid settings: {exc}") from exc
+    try:
+        build_planner(settings)
+    except ConfigurationError as exc:
+        raise CLIError(f"invalid settings: {exc.message}") from exc
+    return settings
 
 
 def meta_rm_overrides(meta_rm: str | None) -> dict[str, Any]:

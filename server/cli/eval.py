@@ -14,7 +14,7 @@ from server.cli.evaluating import checked_options, run_evaluation
 from server.core.settings import Backend
 from server.evaluation.benchmarks.paper import format_official, format_paper_table
 from server.evaluation.evaluate import EvalOptions, parse_k_meta, parse_ks
-from server.evaluation.formats import FORMATS, FormatError, accepted, load_items
+from server.evaluation.formats import FORMATS, FormatError, accepted, load_benchmark
 from server.evaluation.report import format_table
 from voting.orders import OrderStrategy
 
@@ -112,7 +112,7 @@ def eval_command(
             )
         try:
             for path in options.data:  # before any engine starts: a bad file ends here, exit 2
-                load_items(path, data_format)
+                load_benchmark(path, data_format)
         except FormatError as exc:
             fail(f"cannot read {exc}\naccepted formats: {accepted()}")
         results = asyncio.run(run_evaluation(options, settings, url, api_key))

@@ -132,15 +132,12 @@ def uvicorn_log_config() -> dict[str, Any]:
 
 
 async def _score_once(settings: Settings, item: ScoreItem, params: ScoreParams) -> ScoreResponse:
-    from server.core.engines import build_prompt_builder, open_service
-    from server.core.judging import plan_request
+    from server.core.engines import build_planner, open_service
 
     request = params.judge_request(item.conversation(), item.responses)
-    template = build_prompt_builder(settings).template
-    has_meta_rm = settings.meta_rm.backend.value != "none"
-    plan_request(request, settings, has_meta_rm=has_meta_rm, template=template)  # fail before loading engines
+    plan = build_planner(settings).plan(request)  # fail before loading engines
     async with open_service(settings) as service:
-        result = await service.judge(request)
+        result = await service.judge(request, plan)
     return ScoreResponse.from_result(result, with_samples=params.return_samples)
 
 

@@ -49,7 +49,7 @@ def build_data(
     model: Annotated[str | None, typer.Option(help="GRM model path or name (default: embedded CPU model)")] = None,
 ) -> None:
     """Sample K judgments per labelled item with the GRM and label each correct/incorrect."""
-    from server.core.meta_data import load_items, select_items
+    from server.core.meta_data import load_preference_items, select_items
 
     with cli_errors():
         settings = load_settings(
@@ -61,7 +61,7 @@ def build_data(
             }
         )
         try:
-            items, report = load_items(data, max_chars)
+            items, report = load_preference_items(data, max_chars)
         except (OSError, ValueError, KeyError) as exc:
             fail(f"cannot read the data: {exc}")
         chosen = select_items(items, seed, offset, limit)

@@ -66,7 +66,7 @@ def reproduce_command(
             "generator.model": None if model == "embedded" else model,
             "generator.max_model_len": max_model_len,
             "generator.gpu_memory_utilization": gpu_memory_utilization,
-            "generator.structured_output": structured_output,
+            "judging.structured_output": structured_output,
             **meta,
         }
         settings = load_settings(overrides)

@@ -21,11 +21,11 @@ from server.core.generators.base import (
 from server.core.prompts import box_scores_regex
 from server.core.types import Sample, Usage
 from voting import derive_seed, map_to_caller, parse_scores, split_judgment
-from voting.orders import OrderGroup
+from voting.orders import ShownOrder
+from voting.parse import BOX_OPEN, SCORES_OPEN
 
 logger = logging.getLogger(__name__)
 
-BOX_OPEN = "Scores: \\boxed{"
 _CLEAN_END = re.compile(r"[.!?。！？](?=\s|$)|\n")
 
 
@@ -36,14 +36,14 @@ def completion_prefix(text: str) -> str:
     A started (broken or miscounted) score box is dropped with its line; otherwise the text is cut after
     its last full sentence or line, so a judgment stopped mid-word by max_tokens ends cleanly."""
     cut = text
-    box = cut.rfind("\\boxed")
+    box = cut.rfind(BOX_OPEN[:-1])  # a started box, with or without its brace
     if box >= 0:
         cut = cut[: cut.rfind("\n", 0, box) + 1]
     ends = [m.end() for m in _CLEAN_END.finditer(cut)]
     if ends:
         cut = cut[: ends[-1]]
     cut = cut.rstrip()
-    return f"{cut}\n{BOX_OPEN}" if cut else BOX_OPEN
+    return f"{cut}\n{SCORES_OPEN}" if cut else SCORES_OPEN
 
 
 def completion_max_tokens(n_responses: int) -> int:
@@ -52,38 +52,42 @@ def completion_max_tokens(n_responses: int) -> int:
 
 
 def parse_text(
-    group: OrderGroup, text: str, n: int, finish_reason: str | None = None, *, completed: bool = False
+    shown: ShownOrder, text: str, n: int, finish_reason: str | None = None, *, completed: bool = False
 ) -> Sample:
     """One judgment's text -> a Sample with scores mapped back to the caller's order."""
     parsed = parse_scores(text, n)
     principles, critique = split_judgment(text)
-    scores = map_to_caller(parsed.scores, group.order) if parsed.scores is not None else None
+    scores = map_to_caller(parsed.scores, shown.order) if parsed.scores is not None else None
     error = None if parsed.error is None else f"{parsed.error.value}: {parsed.detail}"
     return Sample(
-        scores, group.order, text, principles, critique, error, finish_reason=finish_reason, completed=completed
+        scores, shown.order, text, principles, critique, error, finish_reason=finish_reason, completed=completed
     )
 
 
-def parse_generation(group: OrderGroup, gen: Generation, n: int) -> list[Sample]:
+def parse_generation(shown: ShownOrder, gen: Generation, n: int) -> list[Sample]:
     reasons = gen.finish_reasons or (None,) * len(gen.texts)
-    return [parse_text(group, text, n, reason) for text, reason in zip(gen.texts, reasons, strict=True)]
+    return [parse_text(shown, text, n, reason) for text, reason in zip(gen.texts, reasons, strict=True)]
+
+
+COMPLETION_SEED_PART = -1
+"""The `derive_seed(request seed, attempt, part)` part of an attempt's completions; its shown orders are 0.."""
 
 
 @dataclass(frozen=True, slots=True)
 class BoxCompleter:
-    """Completes every unparseable judgment of one attempt; `resample` is how to sample afresh where the
-    backend cannot continue (same budget and regex as the attempt)."""
+    """Completes every unparseable judgment of one attempt; `resample` is how the attempt sampled (its
+    temperature, budget and regex), used for the continuations' temperature and to sample afresh where the
+    backend cannot continue."""
 
     generator: Generator
     n: int
-    temperature: float
     seed: int
     resample: SamplingConfig
 
     async def complete(
         self,
         request_id: str,
-        groups: Sequence[OrderGroup],
+        orders: Sequence[ShownOrder],
         prompts: Sequence[str],
         gens: Sequence[Generation],
         parsed: Sequence[list[Sample]],
@@ -97,7 +101,7 @@ class BoxCompleter:
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [
-                    tg.create_task(self._group(f"{request_id}-c{j}", groups[j], prompts[j], gens[j], out[j], j))
+                    tg.create_task(self._one_order(f"{request_id}-c{j}", orders[j], prompts[j], gens[j], out[j], j))
                     for j in todo
                 ]
         except BaseExceptionGroup as group:
@@ -108,15 +112,15 @@ class BoxCompleter:
             usage = usage + extra
         return out, usage
 
-    async def _group(
-        self, request_id: str, group: OrderGroup, prompt: str, gen: Generation, samples: list[Sample], j: int
+    async def _one_order(
+        self, request_id: str, shown: ShownOrder, prompt: str, gen: Generation, samples: list[Sample], j: int
     ) -> tuple[list[Sample], Usage]:
         out = list(samples)
         for i, s in enumerate(samples):  # a box of its own before a broken last one: cutting back is enough
             if s.scores is None:
-                kept = completion_prefix(s.text)[: -len(BOX_OPEN)].rstrip()
+                kept = completion_prefix(s.text)[: -len(SCORES_OPEN)].rstrip()
                 if kept and parse_scores(kept, self.n).scores is not None:
-                    out[i] = parse_text(group, kept, self.n, s.finish_reason, completed=True)
+                    out[i] = parse_text(shown, kept, self.n, s.finish_reason, completed=True)
         missing = [i for i, s in enumerate(out) if s.scores is None]
         if not missing:
             return out, Usage()
@@ -125,7 +129,7 @@ class BoxCompleter:
         ]
         sampling = SamplingConfig(
             1,
-            self.temperature,
+            self.resample.temperature,
             completion_max_tokens(self.n),
             derive_seed(self.seed, "complete", j),
             box_scores_regex(self.n),
@@ -134,26 +138,26 @@ class BoxCompleter:
             cont = await self.generator.continue_judgments(prompt, partials, sampling, request_id)
         except ContinuationUnsupportedError as exc:
             logger.info("%s: cannot continue judgments (%s); resampling %d", request_id, exc, len(missing))
-            return await self._resample(request_id, group, prompt, out, missing, j)
+            return await self._resample(request_id, shown, prompt, out, missing, j)
         except InvalidRequestError as exc:  # e.g. the context is full: the judgments stay invalid
             logger.warning("%s: completing %d judgments refused: %s", request_id, len(missing), exc.message)
             return out, Usage()
         for i, partial, text in zip(missing, partials, cont.texts, strict=True):
-            out[i] = parse_text(group, partial.text + text, self.n, samples[i].finish_reason, completed=True)
+            out[i] = parse_text(shown, partial.text + text, self.n, samples[i].finish_reason, completed=True)
         return out, Usage(cont.prompt_tokens, cont.completion_tokens, cont.cached_tokens, len(missing))
 
     async def _resample(
-        self, request_id: str, group: OrderGroup, prompt: str, samples: list[Sample], missing: list[int], j: int
+        self, request_id: str, shown: ShownOrder, prompt: str, samples: list[Sample], missing: list[int], j: int
     ) -> tuple[list[Sample], Usage]:
         sampling = SamplingConfig(
             len(missing),
-            self.temperature,
+            self.resample.temperature,
             self.resample.max_tokens,
             derive_seed(self.seed, "resample", j),
             self.resample.regex,
         )
         gen = await self.generator.generate(prompt, sampling, f"{request_id}-r")
         out = list(samples)
-        for i, fresh in zip(missing, parse_generation(group, gen, self.n), strict=True):
+        for i, fresh in zip(missing, parse_generation(shown, gen, self.n), strict=True):
             out[i] = fresh
         return out, Usage(gen.prompt_tokens, gen.completion_tokens, gen.cached_tokens, 1)

@@ -13,18 +13,18 @@ from server.core.errors import meta_rm_errors
 from server.core.generators.base import Generator
 from server.core.generators.openai_remote import OpenAIGenerator
 from server.core.generators.vllm_local import VLLMGenerator
-from server.core.judging import JudgeObserver, JudgeService
+from server.core.judging import JudgeObserver, JudgeService, Planner
 from server.core.prompts import PromptBuilder, TemplateName, resolve_template
-from server.core.settings import Backend, Settings
+from server.core.settings import Backend, MetaRMBackend, Settings
 from server.core.supervisor import SupervisedGenerator, SupervisedMetaRM, Supervisor
 
 
 def supervise(settings: Settings, gen: Generator, rm: MetaRM | None) -> tuple[Generator, MetaRM | None]:
-    """Wrap the in-process vLLM engines (they own an EngineCore process that can die) in a Supervisor;
-    remote engines are someone else's process: /ready follows them, nothing restarts them."""
+    """Wrap the engines this process owns and that can die (`Generator.restartable`; the in-process vLLM Meta
+    RM) in a Supervisor; remote engines are someone else's process: /ready follows them, nothing restarts them."""
     from meta_rm.vllm_local import VLLMMetaRM
 
-    if isinstance(gen, VLLMGenerator):
+    if gen.restartable:
         gen = SupervisedGenerator(gen, settings.supervision)
     if isinstance(rm, VLLMMetaRM):
         rm = SupervisedMetaRM(rm, settings.supervision)
@@ -43,10 +43,21 @@ def build_generator(settings: Settings) -> Generator:
     return VLLMGenerator(gen, gen.model, str(settings.cache_dir))
 
 
-def build_prompt_builder(settings: Settings) -> PromptBuilder:
-    """The template named by settings; `auto` picks Appendix G for DeepSeek-GRM checkpoints."""
+def judging_template(settings: Settings) -> TemplateName:
+    """The template named by settings, `auto` resolved once from the model name (Appendix G for DeepSeek-GRM)."""
     model = settings.generator.model or settings.generator.served_model_name or EMBEDDED_NAME
-    return PromptBuilder(resolve_template(settings.generator.template, model))
+    return resolve_template(settings.judging.template, model)
+
+
+def build_prompt_builder(settings: Settings) -> PromptBuilder:
+    return PromptBuilder(judging_template(settings))
+
+
+def build_planner(settings: Settings) -> Planner:
+    """The request planner these settings give; a budget that cannot fit raises ConfigurationError (before
+    any engine loads)."""
+    has_meta_rm = settings.meta_rm.backend is not MetaRMBackend.NONE
+    return Planner(settings, judging_template(settings), has_meta_rm=has_meta_rm)
 
 
 def build_meta_rm(settings: Settings) -> MetaRM | None:
@@ -58,7 +69,16 @@ def build_meta_rm(settings: Settings) -> MetaRM | None:
         return build(settings.meta_rm, cache, embedded_backbone=lambda: prepare_embedded_model(cache))
 
 
-__all__ = ["TemplateName", "build_generator", "build_meta_rm", "build_prompt_builder", "open_service", "supervise"]
+__all__ = [
+    "TemplateName",
+    "build_generator",
+    "build_meta_rm",
+    "build_planner",
+    "build_prompt_builder",
+    "judging_template",
+    "open_service",
+    "supervise",
+]
 
 
 @contextlib.asynccontextmanager
@@ -70,6 +90,8 @@ async def open_service(
     on_supervisor: Callable[[Supervisor], None] | None = None,
 ) -> AsyncIterator[JudgeService]:
     """Build (unless given), start, and finally close the engines; yield the judging service."""
+    prompts = build_prompt_builder(settings)
+    build_planner(settings)  # settings that cannot serve fail here, before an engine loads
     gen = generator if generator is not None else await asyncio.to_thread(build_generator, settings)
     rm = meta_rm if meta_rm is not None else build_meta_rm(settings)
     gen, rm = supervise(settings, gen, rm)
@@ -82,7 +104,7 @@ async def open_service(
         if rm is not None:
             with meta_rm_errors():
                 await rm.start()
-        yield JudgeService(gen, build_prompt_builder(settings), settings, meta_rm=rm, observer=observer)
+        yield JudgeService(gen, prompts, settings, meta_rm=rm, observer=observer)
     finally:
         if rm is not None:
             await rm.close()

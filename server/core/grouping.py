@@ -10,12 +10,15 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from server.core.errors import InvalidRequestError
-from server.core.judging import JudgeService, plan_request
-from server.core.prompts import Message
+from server.core.judging import JudgeService, Plan
 from server.core.types import JudgeRequest, JudgeResult
 from voting import pick_best
 
-_Key = tuple[tuple[Message, ...], int | None, int | None, float | None, int | None, int | None]
+
+def join_key(req: JudgeRequest) -> JudgeRequest:
+    """What requests judged together must share: the request itself minus what joining changes (its
+    responses and request id), so every knob, present or future, keeps callers apart."""
+    return replace(req, responses=(), request_id="")
 
 
 class JoinObserver(Protocol):
@@ -43,8 +46,9 @@ class _Entry:
 
 @dataclass(eq=False)
 class _Bucket:
-    key: _Key
+    key: JudgeRequest
     opened: float
+    plan: Plan  # of the joint request of its entries (one that leaves only lowers what it needs)
     entries: list[_Entry] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     task: asyncio.Task[None] | None = None
@@ -75,7 +79,7 @@ class Joiner:
         self.cap, self.window_s, self.max_wait_s = cap, window_s, max_wait_s
         self.observer = observer
         self._clock = clock
-        self._open: dict[_Key, _Bucket] = {}
+        self._open: dict[JudgeRequest, _Bucket] = {}
         self._running: set[asyncio.Task[None]] = set()
 
     @property
@@ -83,19 +87,23 @@ class Joiner:
         return len(self._open)
 
     async def judge(self, req: JudgeRequest) -> JudgeResult:
-        """Judge `req`'s responses, jointly with other waiting requests for the same conversation and knobs."""
-        self._check(req)  # a bad request fails alone
+        """Judge `req`'s responses, jointly with other waiting requests for the same conversation and knobs.
+        Each request is planned once: alone when it opens a bucket, else as the joint request it makes."""
         if len(req.responses) >= self.cap:
+            plan = self.service.plan(req)  # a bad request fails alone
             async with self.service.admit():
-                return await self.service.judge(req)
-        key: _Key = (req.messages, req.k, req.k_meta, req.temperature, req.max_tokens, req.seed)
+                return await self.service.judge(req, plan)
+        key = join_key(req)
         bucket = self._open.get(key)
-        if bucket is not None and not self._fits(bucket, req):
+        joint_plan = self._joint_plan(bucket, req) if bucket is not None else None
+        if bucket is not None and joint_plan is None:
             self._flush(bucket)
             bucket = None
         now = self._clock()
-        if bucket is None:
-            bucket = self._open[key] = _Bucket(key, now)
+        if bucket is None or joint_plan is None:
+            bucket = self._open[key] = _Bucket(key, now, self.service.plan(req))  # a bad request fails alone
+        else:
+            bucket.plan = joint_plan
         entry = _Entry(req, now, asyncio.get_running_loop().create_future())
         bucket.entries.append(entry)
         if bucket.size >= self.cap:
@@ -108,21 +116,16 @@ class Joiner:
             self._leave(bucket, entry)
             raise
 
-    def _check(self, req: JudgeRequest) -> None:
-        svc = self.service
-        plan_request(req, svc.settings, has_meta_rm=svc.meta_rm is not None, template=svc.prompts.template)
-
-    def _fits(self, bucket: _Bucket, req: JudgeRequest) -> bool:
-        """Whether `req` can join: within the cap, and the joint request within every limit (e.g. the
-        max_tokens a judgment of that many responses needs)."""
+    def _joint_plan(self, bucket: _Bucket, req: JudgeRequest) -> Plan | None:
+        """The plan of `bucket` joined by `req`, or None when `req` cannot join: over the cap, or the joint
+        request outside a limit (e.g. the max_tokens a judgment of that many responses needs)."""
         if bucket.size + len(req.responses) > self.cap:
-            return False
+            return None
         joint = tuple(r for e in bucket.entries for r in e.request.responses) + req.responses
         try:
-            self._check(replace(req, responses=joint))
+            return self.service.plan(replace(req, responses=joint))
         except InvalidRequestError:
-            return False
-        return True
+            return None
 
     def _arm(self, bucket: _Bucket, now: float) -> None:
         if bucket.timer is not None:
@@ -152,7 +155,7 @@ class Joiner:
             self.observer.joined(len(responses), [flushed - e.arrived for e in entries])
         try:
             async with self.service.admit():  # one slot per joint judgment, not per waiting caller
-                result = await self.service.judge(joint)
+                result = await self.service.judge(joint, bucket.plan)
         except asyncio.CancelledError:
             for e in entries:
                 e.future.cancel()

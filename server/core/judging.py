@@ -11,8 +11,9 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from meta_rm.protocol import MetaRM, MetaRMInput
-from server.core.completion import BoxCompleter, parse_generation
+from server.core.completion import COMPLETION_SEED_PART, BoxCompleter, parse_generation
 from server.core.errors import (
+    ConfigurationError,
     InvalidRequestError,
     NoValidJudgmentError,
     OverloadedError,
@@ -33,7 +34,7 @@ from server.core.settings import Settings
 from server.core.text import unicode_problem
 from server.core.types import JudgeRequest, JudgeResult, Neutralizations, Sample, Usage
 from voting import derive_seed, pick_best, plan_orders, select_top, vote
-from voting.orders import OrderGroup
+from voting.orders import ShownOrder
 from voting.sanitize import scan
 
 logger = logging.getLogger(__name__)
@@ -66,70 +67,81 @@ def _check_text(text: str, param: str) -> None:
         raise InvalidRequestError(f"{param}: {problem}", param=param, code="invalid_unicode")
 
 
-def plan_request(
-    req: JudgeRequest, settings: Settings, *, has_meta_rm: bool, template: TemplateName = TemplateName.AUTO
-) -> Plan:
-    """The one place a request's knobs get their defaults and bounds (the engine checks the context length);
-    the budget and the structured-output mode default by template."""
-    lim = settings.limits
-    for i, m in enumerate(req.messages):
-        _check_text(m.content, f"messages.{i}.content")
-    for i, text in enumerate(req.responses):
-        _check_text(text, f"responses.{i}")
-    if not req.messages:
-        raise InvalidRequestError("the conversation is empty: give `query` or `messages`", param="messages")
-    if req.messages[-1].role != "user":
-        raise InvalidRequestError("the last message must be the user's query", param="messages")
-    if not req.messages[-1].content.strip():
-        raise InvalidRequestError("the query is empty", param="query")
-    chars = sum(len(m.content) for m in req.messages)
-    if chars > lim.max_query_chars:
-        raise InvalidRequestError(
-            f"the conversation has {chars} characters (limit {lim.max_query_chars})", param="messages"
-        )
-    if not req.responses:
-        raise InvalidRequestError("give at least one response to judge", param="responses")
-    if len(req.responses) > lim.max_responses:
-        raise InvalidRequestError(f"{len(req.responses)} responses (limit {lim.max_responses})", param="responses")
-    for i, text in enumerate(req.responses):
-        if len(text) > lim.max_response_chars:
-            raise InvalidRequestError(
-                f"response {i} has {len(text)} characters (limit {lim.max_response_chars})", param=f"responses.{i}"
+class Planner:
+    """The one place a request's knobs get their defaults and bounds (the engine checks the context length).
+    Built for one concrete template (the budget and the structured-output mode default by it); building it
+    checks that the default budget fits `judging.max_max_tokens`, so a bad settings tree fails at start."""
+
+    def __init__(self, settings: Settings, template: TemplateName, *, has_meta_rm: bool) -> None:
+        if template is TemplateName.AUTO:
+            raise ValueError("resolve 'auto' to a concrete template first (resolve_template)")
+        jd = settings.judging
+        self.settings, self.template, self.has_meta_rm = settings, template, has_meta_rm
+        self.default_max_tokens = jd.max_tokens if jd.max_tokens is not None else default_max_tokens(template)
+        if self.default_max_tokens > jd.max_max_tokens:
+            source = "judging.max_tokens" if jd.max_tokens is not None else f"the {template.value} template's default"
+            raise ConfigurationError(
+                f"judging.max_max_tokens ({jd.max_max_tokens}) is below the default judgment budget"
+                f" ({self.default_max_tokens}, {source}): every request without max_tokens would be refused;"
+                " raise judging.max_max_tokens or set judging.max_tokens",
+                param="judging.max_max_tokens",
             )
-    return plan_knobs(req, settings, has_meta_rm=has_meta_rm, template=template, responses=len(req.responses))
 
+    def plan(self, req: JudgeRequest) -> Plan:
+        """`req`'s effective parameters; an InvalidRequestError naming the field when one is out of bounds."""
+        lim = self.settings.limits
+        for i, m in enumerate(req.messages):
+            _check_text(m.content, f"messages.{i}.content")
+        for i, text in enumerate(req.responses):
+            _check_text(text, f"responses.{i}")
+        if not req.messages:
+            raise InvalidRequestError("the conversation is empty: give `query` or `messages`", param="messages")
+        if req.messages[-1].role != "user":
+            raise InvalidRequestError("the last message must be the user's query", param="messages")
+        if not req.messages[-1].content.strip():
+            raise InvalidRequestError("the query is empty", param="query")
+        chars = sum(len(m.content) for m in req.messages)
+        if chars > lim.max_query_chars:
+            raise InvalidRequestError(
+                f"the conversation has {chars} characters (limit {lim.max_query_chars})", param="messages"
+            )
+        if not req.responses:
+            raise InvalidRequestError("give at least one response to judge", param="responses")
+        if len(req.responses) > lim.max_responses:
+            raise InvalidRequestError(f"{len(req.responses)} responses (limit {lim.max_responses})", param="responses")
+        for i, text in enumerate(req.responses):
+            if len(text) > lim.max_response_chars:
+                raise InvalidRequestError(
+                    f"response {i} has {len(text)} characters (limit {lim.max_response_chars})",
+                    param=f"responses.{i}",
+                )
+        return self.knobs(req, responses=len(req.responses))
 
-def plan_knobs(
-    req: JudgeRequest, settings: Settings, *, has_meta_rm: bool, template: TemplateName, responses: int
-) -> Plan:
-    """The knobs' defaults and bounds for a request of `responses` responses (its texts unchecked): with
-    `responses=1` it checks knobs shared by many items (the smallest item allows the most)."""
-    jd = settings.judging
-    k = jd.k if req.k is None else req.k
-    if not 1 <= k <= jd.max_k:
-        raise InvalidRequestError(f"k must be in 1..{jd.max_k}, got {k}", param="k")
-    k_meta = _k_meta(req.k_meta, k, settings, has_meta_rm)
-    temperature = jd.temperature if req.temperature is None else req.temperature
-    if not 0 <= temperature <= 2:
-        raise InvalidRequestError(f"temperature must be in 0..2, got {temperature}", param="temperature")
-    default_budget = jd.max_tokens if jd.max_tokens is not None else default_max_tokens(template)
-    max_tokens = default_budget if req.max_tokens is None else req.max_tokens
-    mode = resolve_structured_output(
-        req.structured_output or settings.generator.structured_output,
-        template if template is not TemplateName.AUTO else TemplateName.DEEPSEEK_GRM,
-    )
-    # The whole-judgment regex needs room for its sections; free sampling is completed at any budget.
-    low = PromptBuilder.min_max_tokens(responses) if mode is StructuredOutput.REGEX else 16
-    if not low <= max_tokens <= jd.max_max_tokens:
-        raise InvalidRequestError(
-            f"max_tokens must be in {low}..{jd.max_max_tokens} for {responses} response{'s' if responses != 1 else ''}"
-            f" ({mode.value}), got {max_tokens}",
-            param="max_tokens",
-        )
-    seed = random.randrange(2**31) if req.seed is None else req.seed
-    if not 0 <= seed < 2**31:
-        raise InvalidRequestError(f"seed must be in 0..{2**31 - 1}, got {seed}", param="seed")
-    return Plan(k, k_meta, temperature, max_tokens, seed, mode)
+    def knobs(self, req: JudgeRequest, *, responses: int) -> Plan:
+        """The knobs' defaults and bounds for a request of `responses` responses (its texts unchecked): with
+        `responses=1` it checks knobs shared by many items (the smallest item allows the most)."""
+        settings, template, jd = self.settings, self.template, self.settings.judging
+        k = jd.k if req.k is None else req.k
+        if not 1 <= k <= jd.max_k:
+            raise InvalidRequestError(f"k must be in 1..{jd.max_k}, got {k}", param="k")
+        k_meta = _k_meta(req.k_meta, k, settings, self.has_meta_rm)
+        temperature = jd.temperature if req.temperature is None else req.temperature
+        if not 0 <= temperature <= 2:
+            raise InvalidRequestError(f"temperature must be in 0..2, got {temperature}", param="temperature")
+        max_tokens = self.default_max_tokens if req.max_tokens is None else req.max_tokens
+        mode = resolve_structured_output(req.structured_output or jd.structured_output, template)
+        # The whole-judgment regex needs room for its sections; free sampling is completed at any budget.
+        low = PromptBuilder.min_max_tokens(responses) if mode is StructuredOutput.REGEX else 16
+        if not low <= max_tokens <= jd.max_max_tokens:
+            raise InvalidRequestError(
+                f"max_tokens must be in {low}..{jd.max_max_tokens} for {responses} response{'s' if responses != 1 else ''}"
+                f" ({mode.value}), got {max_tokens}",
+                param="max_tokens",
+            )
+        seed = random.randrange(2**31) if req.seed is None else req.seed
+        if not 0 <= seed < 2**31:
+            raise InvalidRequestError(f"seed must be in 0..{2**31 - 1}, got {seed}", param="seed")
+        return Plan(k, k_meta, temperature, max_tokens, seed, mode)
 
 
 def _k_meta(asked: int | None, k: int, settings: Settings, has_meta_rm: bool) -> int:
@@ -161,7 +173,12 @@ class JudgeService:
         self.prompts = prompts
         self.settings = settings
         self.observer = observer
+        self.planner = Planner(settings, prompts.template, has_meta_rm=meta_rm is not None)
         self._in_flight = 0
+
+    def plan(self, req: JudgeRequest) -> Plan:
+        """`req`'s effective parameters (defaults and bounds); an InvalidRequestError when one is out of bounds."""
+        return self.planner.plan(req)
 
     @property
     def in_flight(self) -> int:
@@ -189,8 +206,10 @@ class JudgeService:
         finally:
             self._in_flight -= items
 
-    async def judge(self, req: JudgeRequest) -> JudgeResult:
-        plan = plan_request(req, self.settings, has_meta_rm=self.meta_rm is not None, template=self.prompts.template)
+    async def judge(self, req: JudgeRequest, plan: Plan | None = None) -> JudgeResult:
+        """Judge `req`; `plan` is its plan when the caller already made it (`self.plan(req)`)."""
+        if plan is None:
+            plan = self.plan(req)
         try:
             async with asyncio.timeout(self.settings.limits.request_timeout_s):
                 return await self._run(req, plan)
@@ -201,29 +220,28 @@ class JudgeService:
 
     async def _run(self, req: JudgeRequest, plan: Plan) -> JudgeResult:
         n = len(req.responses)
-        groups = plan_orders(n, plan.k, plan.seed, self.settings.judging.order_strategy)
-        prompts = [self.prompts.build(req.messages, [req.responses[i] for i in g.order]) for g in groups]
+        orders = plan_orders(n, plan.k, plan.seed, self.settings.judging.order_strategy)
+        prompts = [self.prompts.build(req.messages, [req.responses[i] for i in o.order]) for o in orders]
         regex = None
         if plan.structured_output is StructuredOutput.REGEX:
             regex = self.prompts.score_regex(n, plan.max_tokens, self.generator.chars_per_token or 1.0)
         usage, samples = Usage(), []
         for attempt in range(self.settings.judging.retries + 1):
-            gens = await self._sample(req.request_id, groups, prompts, plan, regex, attempt)
+            gens = await self._sample(req.request_id, orders, prompts, plan, regex, attempt)
             usage = usage + sum(
                 (Usage(g.prompt_tokens, g.completion_tokens, g.cached_tokens, 1) for g in gens), Usage()
             )
-            parsed = [parse_generation(g, gen, n) for g, gen in zip(groups, gens, strict=True)]
+            parsed = [parse_generation(o, gen, n) for o, gen in zip(orders, gens, strict=True)]
             if plan.structured_output is not StructuredOutput.OFF:
                 completer = BoxCompleter(
                     self.generator,
                     n,
-                    plan.temperature,
-                    derive_seed(plan.seed, attempt, -1),
+                    derive_seed(plan.seed, attempt, COMPLETION_SEED_PART),
                     SamplingConfig(1, plan.temperature, plan.max_tokens, None, regex),
                 )
-                parsed, extra = await completer.complete(f"{req.request_id}-{attempt}", groups, prompts, gens, parsed)
+                parsed, extra = await completer.complete(f"{req.request_id}-{attempt}", orders, prompts, gens, parsed)
                 usage = usage + extra
-            samples = [s for group_samples in parsed for s in group_samples]
+            samples = [s for order_samples in parsed for s in order_samples]
             invalid = sum(s.scores is None for s in samples)
             if self.observer is not None and invalid:
                 self.observer.invalid(invalid)
@@ -265,7 +283,7 @@ class JudgeService:
     async def _sample(
         self,
         request_id: str,
-        groups: Sequence[OrderGroup],
+        orders: Sequence[ShownOrder],
         prompts: Sequence[str],
         plan: Plan,
         regex: str | None,
@@ -279,12 +297,12 @@ class JudgeService:
                         self.generator.generate(
                             prompt,
                             SamplingConfig(
-                                g.count, plan.temperature, plan.max_tokens, derive_seed(plan.seed, attempt, j), regex
+                                o.count, plan.temperature, plan.max_tokens, derive_seed(plan.seed, attempt, j), regex
                             ),
                             f"{request_id}-{attempt}-{j}",
                         )
                     )
-                    for j, (g, prompt) in enumerate(zip(groups, prompts, strict=True))
+                    for j, (o, prompt) in enumerate(zip(orders, prompts, strict=True))
                 ]
         except ExceptionGroup as group:
             raise first_failure(group, "the generator")  # noqa: B904 - the cause is set by first_failure

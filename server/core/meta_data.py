@@ -40,7 +40,7 @@ class PreferenceItem:
 
 @dataclass
 class LoadReport:
-    """What `load_items` kept and why it skipped the rest."""
+    """What `load_preference_items` kept and why it skipped the rest."""
 
     kept: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
@@ -56,7 +56,9 @@ def parse_item(data: dict[str, object]) -> PreferenceItem | str:
     return PreferenceItem(str(data["id"]), str(data.get("source", "")), messages, tuple(map(str, responses)), label)
 
 
-def load_items(paths: Iterable[Path], max_chars: int | None = None) -> tuple[list[PreferenceItem], LoadReport]:
+def load_preference_items(
+    paths: Iterable[Path], max_chars: int | None = None
+) -> tuple[list[PreferenceItem], LoadReport]:
     """Read normalized JSONL files (a folder means its *.jsonl), skipping what cannot be labelled."""
     files: list[Path] = []
     for path in paths:

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from importlib import resources
 
 from voting import render_responses
+from voting.parse import SCORES_OPEN
 from voting.sanitize import neutralize
 
 _PLACEHOLDER = re.compile(r"\{(conversation|responses|n)\}")
+_METACHARACTER = re.compile(r"[\\{}()\[\].*+?^$|]")
 _ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 
@@ -43,14 +45,24 @@ class StructuredOutput(enum.StrEnum):
 DEFAULT_MAX_TOKENS = {"deepseek-grm": 2048, "generic": 512}
 
 
+def _concrete(template: TemplateName) -> TemplateName:
+    if template is TemplateName.AUTO:
+        raise ValueError("resolve 'auto' to a concrete template first (resolve_template, from the model name)")
+    return template
+
+
 def resolve_structured_output(mode: StructuredOutput, template: TemplateName) -> StructuredOutput:
+    """The mode `auto` stands for with this (concrete) template."""
     if mode is not StructuredOutput.AUTO:
         return mode
-    return StructuredOutput.FREE_COMPLETE if template is TemplateName.DEEPSEEK_GRM else StructuredOutput.REGEX
+    return (
+        StructuredOutput.FREE_COMPLETE if _concrete(template) is TemplateName.DEEPSEEK_GRM else StructuredOutput.REGEX
+    )
 
 
 def default_max_tokens(template: TemplateName) -> int:
-    return DEFAULT_MAX_TOKENS[template.value if template is not TemplateName.AUTO else "deepseek-grm"]
+    """The judgment budget of a (concrete) template when neither the request nor the settings give one."""
+    return DEFAULT_MAX_TOKENS[_concrete(template).value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +72,12 @@ class Message:
 
 
 def load_template(name: TemplateName) -> str:
-    file = "deepseek_grm.txt" if name is TemplateName.DEEPSEEK_GRM else "generic.txt"
+    file = "deepseek_grm.txt" if _concrete(name) is TemplateName.DEEPSEEK_GRM else "generic.txt"
     return resources.files("server.core.templates").joinpath(file).read_text(encoding="utf-8")
 
 
 def resolve_template(name: TemplateName, model: str) -> TemplateName:
+    """The one resolution of `auto`: deepseek-grm when the model name says `grm`, else generic."""
     if name is not TemplateName.AUTO:
         return name
     return TemplateName.DEEPSEEK_GRM if "grm" in model.lower() else TemplateName.GENERIC
@@ -80,9 +93,7 @@ class PromptBuilder:
     """Fills one template; `build` returns the user-turn text for one response order."""
 
     def __init__(self, template: TemplateName) -> None:
-        if template is TemplateName.AUTO:
-            raise ValueError("resolve 'auto' to a concrete template first")
-        self.template = template
+        self.template = _concrete(template)
         self._text = load_template(template)
 
     def build(self, messages: Sequence[Message], responses_in_order: Sequence[str]) -> str:
@@ -98,8 +109,8 @@ class PromptBuilder:
         """A regex forcing the three-line answer with exactly n scores in 1..10, every section starting
         with a non-space character, its length bounds sized to end inside max_tokens at the tokenizer's
         measured `chars_per_token` (with a 25% margin; a cut judgment is completed anyway)."""
-        box = r"Scores: \\boxed\{" + box_scores_regex(n_responses)
-        box_tokens = len("Scores: \\boxed{}") + 4 * n_responses  # a character per token here: digits, commas
+        box = literal_regex(SCORES_OPEN) + box_scores_regex(n_responses)
+        box_tokens = len(SCORES_OPEN) + 1 + 4 * n_responses  # a character per token here: digits, commas
         free_tokens = max(16, max_tokens - box_tokens - len("Specific Criteria: \nAnalysis: \n") - 8)
         free = max(16, int(free_tokens * max(1.0, chars_per_token) * 0.75))
         criteria, analysis = max(4, free // 3), max(8, free - free // 3)
@@ -112,6 +123,12 @@ class PromptBuilder:
         return 96 + 8 * n_responses
 
 
+def literal_regex(text: str) -> str:
+    """`text` as a regex matching itself, escaping only the metacharacters (the structured-output engines'
+    regex dialects do not all take Python's escapes of spaces and letters)."""
+    return _METACHARACTER.sub(r"\\\g<0>", text)
+
+
 def box_scores_regex(n_responses: int) -> str:
     """What follows `\\boxed{`: exactly n integer scores in 1..10 and the closing brace."""
     score = r"([1-9]|10)"
@@ -120,5 +137,5 @@ def box_scores_regex(n_responses: int) -> str:
 
 def measure_chars_per_token(count_tokens: Callable[[str], int], template: TemplateName) -> float:
     """Characters per token of this tokenizer on the judging template's own prose (the text judgments resemble)."""
-    text = load_template(template if template is not TemplateName.AUTO else TemplateName.DEEPSEEK_GRM)
+    text = load_template(template)
     return len(text) / max(1, count_tokens(text))

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meta_rm.settings import MetaRMBackend, MetaRMSettings
-from server.core.prompts import DEFAULT_MAX_TOKENS, StructuredOutput, TemplateName
+from server.core.prompts import StructuredOutput, TemplateName
 from voting.orders import OrderStrategy
 
 __all__ = ["Backend", "MetaRMBackend", "MetaRMSettings", "Settings"]
@@ -40,11 +40,6 @@ class GeneratorSettings(BaseModel):
         None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8001/v1 (openai backend)"
     )
     api_key: SecretStr | None = Field(None, description="API key for the OpenAI-compatible server")
-    template: TemplateName = Field(TemplateName.AUTO, description="judging prompt template")
-    structured_output: StructuredOutput = Field(
-        StructuredOutput.AUTO,
-        description="free+complete: free reasoning, a judgment without a box is completed; regex: whole-judgment regex; off; auto: free+complete for deepseek-grm, else regex",
-    )
     structured_output_backend: Literal["guidance", "xgrammar", "outlines", "auto"] = Field(
         "guidance",
         description="vLLM structured-output backend (vllm): guidance compiles the length-bounded score regex lazily; xgrammar takes seconds per new (n, max_tokens)",
@@ -67,16 +62,6 @@ class GeneratorSettings(BaseModel):
         description="times a seeded (idempotent) call is sent again when the connection to the OpenAI-compatible server drops (openai)",
     )
 
-    @field_validator("structured_output", mode="before")
-    @classmethod
-    def _legacy_bool(cls, value: Any) -> Any:
-        """The setting used to be a boolean: true = the template's default mode, false = off."""
-        if isinstance(value, bool):
-            return StructuredOutput.AUTO if value else StructuredOutput.OFF
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-            return StructuredOutput.AUTO if value.lower() in ("true", "1") else StructuredOutput.OFF
-        return value
-
 
 class JudgingSettings(BaseModel):
     """Defaults and bounds of the inference-time scaling."""
@@ -93,6 +78,14 @@ class JudgingSettings(BaseModel):
         description="default token budget of one judgment; unset = the template's (deepseek-grm 2048, generic 512)",
     )
     max_max_tokens: int = Field(4096, ge=16, description="largest max_tokens a request may ask for")
+    template: TemplateName = Field(
+        TemplateName.AUTO,
+        description="judging prompt template; auto: deepseek-grm when the model name says grm, else generic",
+    )
+    structured_output: StructuredOutput = Field(
+        StructuredOutput.AUTO,
+        description="free+complete: free reasoning, a judgment without a box is completed; regex: whole-judgment regex; off; auto: free+complete for deepseek-grm, else regex",
+    )
     order_strategy: OrderStrategy = Field(OrderStrategy.ROTATE, description="how responses are reordered per sample")
     retries: int = Field(1, ge=0, le=5, description="resampling rounds when no judgment is valid")
 
@@ -109,7 +102,6 @@ class LimitsSettings(BaseModel):
         64, ge=1, description="items judged at once (a batch item or prompt group counts one); beyond: 429"
     )
     request_timeout_s: float = Field(300.0, gt=0, description="per-request deadline; beyond: 504 and engine abort")
-    reward_group_cap: int = Field(16, ge=1, description="/get_reward: rollouts of one prompt judged together at most")
 
 
 class SupervisionSettings(BaseModel):
@@ -137,7 +129,10 @@ class RewardSettings(BaseModel):
     join: bool = Field(
         True,
         description="judge rollouts of one prompt that arrive close together (per-sample calls) in one judgment "
-        "of at most limits.reward_group_cap responses",
+        "of at most rewards.join_cap responses",
+    )
+    join_cap: int = Field(
+        16, ge=1, description="rollouts of one prompt judged together at most (/get_reward, joint judging)"
     )
     join_window_s: float = Field(
         0.05, ge=0, le=10, description="a joint group is judged when no rollout of its prompt arrived for this long"
@@ -187,14 +182,6 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.judging.k > self.judging.max_k:
             raise ValueError("judging.k must not exceed judging.max_k")
-        budget = self.judging.max_tokens
-        if budget is None:
-            template = self.generator.template
-            budget = DEFAULT_MAX_TOKENS[template.value] if template is not TemplateName.AUTO else 0
-        if budget > self.judging.max_max_tokens:
-            raise ValueError(
-                f"judging.max_tokens ({budget}, the template's default when unset) must not exceed judging.max_max_tokens"
-            )
         if self.generator.backend is Backend.OPENAI and not self.generator.base_url:
             raise ValueError("generator.base_url is required with the openai backend")
         return self

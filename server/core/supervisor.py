@@ -154,9 +154,15 @@ class SupervisedGenerator:
         self.inner = inner
         self.supervisor = Supervisor("grm", inner.start, inner.check_ready, inner.close, settings)
 
+    restartable = False  # supervised already
+
     @property
     def model_name(self) -> str:
         return self.inner.model_name
+
+    @property
+    def retried(self) -> int:
+        return self.inner.retried
 
     async def start(self) -> None:
         await self.supervisor.start()

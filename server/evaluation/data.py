@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from server.core import items as shared_items
-from server.evaluation.formats import load_items
+from server.evaluation.formats import load_benchmark
 from voting import derive_seed
 
 
@@ -88,7 +88,7 @@ def select_items(
     selection = Selection()
     for path in paths:
         usable = []
-        raws, selection.formats[path.name] = load_items(path, fmt)
+        raws, selection.formats[path.name] = load_benchmark(path, fmt)
         for raw in raws:
             reason = skip_reason(raw, max_chars)
             if reason is None:

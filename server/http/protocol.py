@@ -42,7 +42,7 @@ ResponseText = Annotated[
 ]
 
 # The knobs: JSON integers and numbers only (no `true`, no `"2"`). The schema states the bounds that
-# `plan_request` enforces: fixed ones as they are, configured ones filled in from the settings.
+# `Planner.plan` (server/core/judging.py) enforces: fixed ones as they are, configured ones filled in from the settings.
 KnobK = Annotated[
     StrictInt, WithJsonSchema({"type": "integer", "minimum": 1, CONFIGURED: {"maximum": "judging.max_k"}})
 ]
@@ -58,7 +58,7 @@ KnobSeed = Annotated[StrictInt, WithJsonSchema({"type": "integer", "minimum": 0,
 
 class Knobs(BaseModel):
     """The judging knobs every request model shares (native fields, or `extra_body` on the compatible routes).
-    Only types here: defaults and bounds are applied in one place, `server.core.judging.plan_request`."""
+    Only types here: defaults and bounds are applied in one place, `server.core.judging.Planner`."""
 
     model_config = ConfigDict(extra="forbid")
     k: KnobK | None = Field(None, description="judgments to sample (default from settings, 1..judging.max_k)")

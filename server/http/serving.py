@@ -20,7 +20,7 @@ from server.core.errors import (
     meta_rm_errors,
 )
 from server.core.grouping import Joiner, JoinObserver
-from server.core.judging import JudgeService, plan_knobs
+from server.core.judging import JudgeService
 from server.core.prompts import Message
 from server.core.settings import Settings
 from server.core.supervisor import EngineState, Supervisor
@@ -50,15 +50,11 @@ from server.http.protocol_compat import (
     VLLMScoreRequest,
     VLLMScoreResponse,
 )
+from voting import unit_score
 
 logger = logging.getLogger(__name__)
 
 _CALL_KNOBS = frozenset({"k", "k_meta", "temperature", "max_tokens", "seed"})
-
-
-def unit_score(mean: float) -> float:
-    """Mean score 1..10 -> 0..1."""
-    return round((mean - 1.0) / 9.0, 6)
 
 
 @dataclass
@@ -100,7 +96,7 @@ class Serving:
             rw = self.settings.rewards
             self._joiner = Joiner(
                 service,
-                cap=self.settings.limits.reward_group_cap,
+                cap=self.settings.rewards.join_cap,
                 window_s=rw.join_window_s,
                 max_wait_s=rw.join_max_wait_s,
                 observer=self.join_observer,
@@ -136,8 +132,7 @@ class Serving:
         if len(items) > limit:
             raise InvalidRequestError(f"{len(items)} items (limit {limit})", param="items")
         # The shared knobs fail the whole call, not every item: checked as for the smallest item.
-        has_meta_rm, template = service.meta_rm is not None, service.prompts.template
-        plan_knobs(req.judge_request((), ()), self.settings, has_meta_rm=has_meta_rm, template=template, responses=1)
+        service.planner.knobs(req.judge_request((), ()), responses=1)
         parsed: list[JudgeRequest | ErrorResponse] = []
         for i, raw in enumerate(items):
             try:
@@ -192,9 +187,9 @@ class Serving:
         )
 
     async def get_reward(self, req: RewardRequest, request_id: str) -> RewardResponse:
-        """OpenRLHF remote RM: rollouts sharing a prompt are judged together (at most `reward_group_cap`).
+        """OpenRLHF remote RM: rollouts sharing a prompt are judged together (at most `rewards.join_cap`).
         A group that cannot be judged gets `rewards.fallback` and `valid=0` unless `rewards.strict`."""
-        cap = self.settings.limits.reward_group_cap
+        cap = self.settings.rewards.join_cap
         prompts = req.prompts if req.prompts is not None else [""] * len(req.query)
         by_prompt: dict[str, list[_Group]] = {}
         for index, (full, prompt) in enumerate(zip(req.query, prompts, strict=True)):

@@ -47,7 +47,8 @@ class GRMClientError(Exception):
 
 
 def unit(score: float) -> float:
-    """A mean score 1..10 mapped to 0..1 (the server's `scores` of /get_reward)."""
+    """A mean score 1..10 mapped to 0..1 (the server's `scores` of /get_reward). The client stays free of the
+    server's packages, so this is a copy of `voting.unit_score`; a test pins the two equal."""
     return (score - 1.0) / 9.0
 
 

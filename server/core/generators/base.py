@@ -63,10 +63,24 @@ class ContinuationUnsupportedError(Exception):
 
 @runtime_checkable
 class Generator(Protocol):
-    """A GRM engine. `prompt` is the user-turn text; the engine applies the model's chat template."""
+    """A GRM engine: everything a backend provides (docs/backends.md, "Adding a backend"). `prompt` is the
+    user-turn text; the engine applies the model's chat template."""
 
     @property
     def model_name(self) -> str: ...
+
+    @property
+    def restartable(self) -> bool:
+        """True when this process owns the engine and the engine can die under it (an in-process vLLM
+        EngineCore): the server supervises it and restarts it in place. False for a remote engine (someone
+        else's process; /ready follows it) and for a generator that is already supervised."""
+        ...
+
+    @property
+    def retried(self) -> int:
+        """Engine calls sent again after the connection dropped (`grm_engine_retries_total`); 0 for a
+        backend that never sends a call twice."""
+        ...
 
     async def start(self) -> None:
         """Load or connect; raise ConfigurationError / BackendUnavailableError on failure."""

@@ -25,6 +25,22 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 RETRY_DELAY_S = 0.5  # lets a restarting backend (or the next replica behind a Service) take the call
 READY_TIMEOUT_S = 3.0  # a hung backend makes /ready answer 503 before a probe (timeoutSeconds: 5) gives up
+CONTINUATION_FIELDS = frozenset({"continue_final_message", "add_generation_prompt"})
+
+
+def upstream_param(exc: openai.APIStatusError) -> str | None:
+    """The request field the upstream server's error names: the OpenAI error body's `param`, or the last
+    `loc` part of a FastAPI/pydantic validation error (`{"detail": [{"loc": ["body", "field"], ...}]}`)."""
+    if exc.param is not None:  # the SDK reads it from the body's `error` object
+        return str(exc.param)
+    body = exc.body
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):
+        for entry in detail:
+            loc = entry.get("loc") if isinstance(entry, dict) else None
+            if isinstance(loc, list) and loc and isinstance(loc[-1], str):
+                return loc[-1]
+    return None
 
 
 class OpenAIGenerator:
@@ -45,9 +61,10 @@ class OpenAIGenerator:
             http_client=http_client,  # tests inject faults through its transport
         )
         self._model = settings.model
-        self._error: str | None = "not connected yet"
         self._can_continue = True
         self.retried = 0  # engine calls sent again after the connection dropped (grm_engine_retries_total)
+
+    restartable = False  # the engine is another process: /ready follows it, nothing here restarts it
 
     @property
     def model_name(self) -> str:
@@ -70,7 +87,8 @@ class OpenAIGenerator:
         self, prompt: str, partials: Sequence[Partial], sampling: SamplingConfig, request_id: str
     ) -> Generation:
         """Chat completions whose last message is the partial judgment, with vLLM's/SGLang's
-        `continue_final_message`; a server that refuses it is not asked again (the caller resamples)."""
+        `continue_final_message`. A server whose 400/422 names one of those fields (the error's `param`) is
+        not asked again (the caller resamples); any other refusal is passed on as it came."""
         if not self._can_continue:
             raise ContinuationUnsupportedError(f"{self._settings.base_url} cannot continue a message")
         extra = {"continue_final_message": True, "add_generation_prompt": False}
@@ -89,8 +107,9 @@ class OpenAIGenerator:
                 )
             )
         except InvalidRequestError as exc:
-            if "continue_final_message" in exc.message or "add_generation_prompt" in exc.message:
-                self._can_continue = False  # the server does not know the field: never ask again
+            if exc.param not in CONTINUATION_FIELDS:
+                raise  # refused for another reason (e.g. the context is full): the judgments stay as they are
+            self._can_continue = False  # the server refuses the continuation fields: never ask again
             raise ContinuationUnsupportedError(exc.message) from exc
         return one_each(gens)
 
@@ -121,23 +140,23 @@ class OpenAIGenerator:
                     f"the GRM server at {self._settings.base_url} did not answer in {self._settings.timeout_s} s"
                 ) from exc
             except openai.APIConnectionError as exc:
-                self._error = f"OpenAI-compatible server unreachable at {self._settings.base_url}: {exc}"
                 if attempt == retries:
-                    raise BackendUnavailableError(self._error) from exc
+                    raise BackendUnavailableError(
+                        f"OpenAI-compatible server unreachable at {self._settings.base_url}: {exc}"
+                    ) from exc
                 # seeded = idempotent: the same call gives the same judgments, so a lost answer is asked again
                 self.retried += 1
                 logger.warning("request %s: connection to the GRM server dropped (%s); retrying", request_id, exc)
                 await asyncio.sleep(RETRY_DELAY_S)
-            except openai.BadRequestError as exc:
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
                 raise InvalidRequestError(
-                    f"the GRM server rejected the request: {exc.message}", param="responses"
+                    f"the GRM server rejected the request: {exc.message}", param=upstream_param(exc)
                 ) from exc
             except openai.APIStatusError as exc:
                 message = f"the GRM server answered {exc.status_code}: {exc.message}"
                 if exc.status_code == 503:  # a server (or its proxy) that is up but cannot serve now
                     raise BackendUnavailableError(message) from exc
                 raise BackendError(message) from exc
-        self._error = None
         choices = sorted(completion.choices, key=lambda c: c.index)
         usage = completion.usage
         cached = 0
@@ -155,11 +174,13 @@ class OpenAIGenerator:
         try:
             models = await self._client.models.list(timeout=READY_TIMEOUT_S)
         except openai.APITimeoutError as exc:
-            self._error = f"OpenAI-compatible server at {self._settings.base_url} did not answer in {READY_TIMEOUT_S} s"
-            raise BackendUnavailableError(self._error) from exc
+            raise BackendUnavailableError(
+                f"OpenAI-compatible server at {self._settings.base_url} did not answer in {READY_TIMEOUT_S} s"
+            ) from exc
         except (openai.APIConnectionError, openai.APIStatusError) as exc:
-            self._error = f"OpenAI-compatible server not reachable at {self._settings.base_url}: {exc}"
-            raise BackendUnavailableError(self._error) from exc
+            raise BackendUnavailableError(
+                f"OpenAI-compatible server not reachable at {self._settings.base_url}: {exc}"
+            ) from exc
         names = [m.id for m in models.data]
         if self._model is None:
             if not names:
@@ -167,7 +188,6 @@ class OpenAIGenerator:
             self._model = names[0]
         elif names and self._model not in names:
             raise BackendUnavailableError(f"model {self._model!r} is not served there (it serves {names})")
-        self._error = None
 
     async def close(self) -> None:
         await self._client.close()

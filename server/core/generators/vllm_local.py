@@ -43,7 +43,9 @@ class VLLMGenerator:
         self._tokenizer: Any = None
         self._error: str | None = "engine not started"
         self._chars_per_token: float | None = None
-        self.aborted = 0  # engine requests aborted (cancel or timeout), for metrics and tests
+
+    restartable = True  # owns an EngineCore process that can die: supervised, restarted in place
+    retried = 0  # in-process: no connection to lose
 
     @property
     def model_name(self) -> str:
@@ -171,9 +173,6 @@ class VLLMGenerator:
             # On cancellation (client gone, deadline) AsyncLLM.generate aborts the request itself.
             async for out in self._engine.generate({"prompt_token_ids": ids}, params, request_id=request_id):
                 final = out
-        except asyncio.CancelledError:
-            self.aborted += 1
-            raise
         except Exception as exc:
             if self._engine.errored:
                 self._error = f"vLLM engine is dead: {exc}"

@@ -8,14 +8,14 @@ from typing import Any
 from server.evaluation.formats.converters import FORMATS, detect
 from server.evaluation.formats.readers import FormatError, read_rows
 
-__all__ = ["FORMATS", "FormatError", "accepted", "detect", "load_items"]
+__all__ = ["FORMATS", "FormatError", "accepted", "detect", "load_benchmark"]
 
 
 def accepted() -> str:
     return ", ".join(FORMATS)
 
 
-def load_items(path: Path, fmt: str | None = None) -> tuple[list[dict[str, Any]], str]:
+def load_benchmark(path: Path, fmt: str | None = None) -> tuple[list[dict[str, Any]], str]:
     """Normalized items of a benchmark file (or Hugging Face dataset name) and the format they were read as."""
     name = str(path)
     rows = read_rows(path)

@@ -1,7 +1,7 @@
 """Converters from each benchmark's published row layout to the normalized item dict (MANIFEST.md of the dev data).
 
 Every converter returns a list of normalized items (RM-Bench gives 9 pairs per row) and raises KeyError/TypeError/
-ValueError on a malformed row; `load_items` turns those into a FormatError naming the file, line and field.
+ValueError on a malformed row; `load_benchmark` turns those into a FormatError naming the file, line and field.
 `meta.benchmark` names the official scoring rule (server/evaluation/benchmarks/).
 """
 
