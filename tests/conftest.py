@@ -120,7 +120,7 @@ async def vllm_generator(embedded_model: Path) -> AsyncIterator[VLLMGenerator]:
 
 
 def load_items(name: str, limit: int) -> list[dict[str, Any]]:
-    """Labelled items from ../shared/data/dev when present, else the committed sample."""
+    """Labelled items from the development data (DATA_DIR, outside the repository) when present, else the committed sample."""
     path = DATA_DIR / name
     if not path.is_file():
         path = ROOT / "tests" / "data" / "dev_sample.jsonl"
