@@ -1,4 +1,4 @@
-"""Judging cost as k grows: distinct-order grouping (rotate) against one prompt per sample (DESIGN §4).
+"""Judging cost as k grows: distinct-order grouping (rotate) against one prompt per sample (docs/design.md).
 
 `python -m bench.cost_vs_k [--out bench/results/cost_vs_k.json]`. For k = 1..32 and n responses, sends one
 request's engine calls to a real vLLM OpenAI-compatible server through our own `openai` generator:
@@ -199,7 +199,7 @@ def main() -> None:
     print(f"medians of {args.reps} runs each; n = {args.n} responses, max_tokens = {args.max_tokens}")
     path = write_json(args.out, {"bench": "cost_vs_k", "machine": info, "n": args.n, "max_tokens": args.max_tokens, "reps": args.reps,
                                  "wall_s": wall, "rows": rows,
-                                 "target": "cost grows with distinct prompts, not with k: at most min(k, n) prompts per request (DESIGN §4)"})  # fmt: skip
+                                 "target": "cost grows with distinct prompts, not with k: at most min(k, n) prompts per request (docs/design.md)"})  # fmt: skip
     print(f"wrote {path}", file=sys.stderr)
 
 

@@ -1,4 +1,4 @@
-"""Server overhead: /score latency and throughput against direct calls to the same vLLM server (DESIGN §4).
+"""Server overhead: /score latency and throughput against direct calls to the same vLLM server (docs/design.md).
 
 `python -m bench.overhead [--out bench/results/overhead.json]`. Starts a real vLLM OpenAI-compatible server
 (`python -m vllm.entrypoints.openai.api_server`, the embedded SmolLM2-135M, eager) and a grm-server with
@@ -218,7 +218,7 @@ def main() -> None:
     print(f"grm-server process CPU: {grm_cpu:.1f} s over {wall:.0f} s of benchmark")
     path = write_json(args.out, {"bench": "overhead", "machine": info, "engine_flags": list(VLLM_FLAGS) if vllm else "external: " + vllm_url, "max_tokens": args.max_tokens,
                                  "grm_server_cpu_s": grm_cpu, "wall_s": wall, "rows": rows,
-                                 "target": "latency and 32-concurrent throughput within 1.05x of direct engine calls at k=8 and 32 (DESIGN §4)"})  # fmt: skip
+                                 "target": "latency and 32-concurrent throughput within 1.05x of direct engine calls at k=8 and 32 (docs/design.md)"})  # fmt: skip
     print(f"wrote {path}", file=sys.stderr)
 
 

@@ -3,7 +3,8 @@
 `python -m bench.pipeline [--out bench/results/pipeline.json]`. The engine answers at once with realistic
 judgment texts, so everything measured is ours: the core (JudgeService: orders, prompts, parse, Meta RM
 selection, vote) and the real app behind uvicorn in a subprocess, driven by httpx. CPU seconds of the
-process doing the work give judgments per core-second (DESIGN §4: thousands per second per core).
+process doing the work give judgments per core-second (docs/design.md, "Performance targets": thousands
+per second per core).
 """
 
 from __future__ import annotations
@@ -158,7 +159,12 @@ def main() -> None:
     )
     path = write_json(
         args.out,
-        {"bench": "pipeline", "machine": info, "rows": rows, "target": "thousands of judgments/s per core (DESIGN §4)"},
+        {
+            "bench": "pipeline",
+            "machine": info,
+            "rows": rows,
+            "target": "thousands of judgments/s per core (docs/design.md)",
+        },
     )
     print(f"wrote {path}", file=sys.stderr)
 

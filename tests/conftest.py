@@ -54,6 +54,29 @@ async def app_client(
         yield client, app
 
 
+@pytest_asyncio.fixture
+async def app_factory() -> AsyncIterator[Any]:
+    """`await app_factory(overrides, **engines)` -> (client, app): as many apps as a test needs, closed after it."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(overrides: dict[str, Any] | None = None, **kw: Any) -> tuple[httpx.AsyncClient, Any]:
+            return await stack.enter_async_context(app_client(overrides, **kw))
+
+        yield make
+
+
+def assert_error(r: httpx.Response, status: int, param: str | None = None, kind: str | None = None) -> dict[str, Any]:
+    """The one error body: `status`, all four fields, a message; `param` and `type` when given."""
+    assert r.status_code == status, r.text
+    err: dict[str, Any] = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    if param is not None:
+        assert err["param"] == param, err
+    if kind is not None:
+        assert err["type"] == kind, err
+    return err
+
+
 def start_vllm_api_server(model: Path) -> Background:
     """The real vLLM OpenAI-compatible server the `remote` tests share."""
     return start_vllm_server(model)
@@ -120,7 +143,8 @@ async def vllm_generator(embedded_model: Path) -> AsyncIterator[VLLMGenerator]:
 
 
 def shortest_labelled_items(name: str, limit: int) -> list[dict[str, Any]]:
-    """Labelled items from ../shared/data/dev when present, else the committed sample."""
+    """Labelled items from the development data (DATA_DIR, outside the repository) when present, else the committed
+    sample."""
     path = DATA_DIR / name
     if not path.is_file():
         path = ROOT / "tests" / "data" / "dev_sample.jsonl"

@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
-from fastapi import FastAPI
 
 from server.core.settings import Settings
 from server.http.app import create_app
-from tests.conftest import app_client
+from tests.conftest import assert_error
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM
-
-
-@pytest_asyncio.fixture
-async def app_factory() -> AsyncIterator[Any]:
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def make(overrides: dict[str, Any] | None = None, **kw: Any) -> tuple[httpx.AsyncClient, FastAPI]:
-            return await stack.enter_async_context(app_client(overrides, **kw))
-
-        yield make
-
-
-def assert_error(r: httpx.Response, status: int, param: str | None = None) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    err = r.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"} and err["message"]
-    if param is not None:
-        assert err["param"] == param, err
-    return err  # type: ignore[no-any-return]
 
 
 async def test_score_returns_the_contract(app_factory: Any) -> None:

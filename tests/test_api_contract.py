@@ -23,7 +23,7 @@ from server.core.errors import ClientDisconnected, GRMError, InvalidRequestError
 from server.core.prompts import Message
 from server.core.settings import Settings
 from server.core.types import JudgeRequest
-from tests.conftest import app_client
+from tests.conftest import app_client, assert_error
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM
 
 ROUTES = ["/score", "/score/batch", "/v1/score", "/get_reward", "/v1/chat/completions"]
@@ -38,17 +38,6 @@ async def client_for(overrides: dict[str, Any] | None = None, **engines: Any) ->
 async def post_raw(client: httpx.AsyncClient, route: str, body: Any) -> httpx.Response:
     """POST `body` as ASCII JSON: lone surrogates travel as `\\udXXX` escapes (httpx cannot encode them)."""
     return await client.post(route, content=json.dumps(body), headers={"content-type": "application/json"})
-
-
-def assert_error(r: httpx.Response, status: int, param: str | None = None, kind: str | None = None) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    err: dict[str, Any] = r.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"} and err["message"]
-    if param is not None:
-        assert err["param"] == param, err
-    if kind is not None:
-        assert err["type"] == kind, err
-    return err
 
 
 async def test_openapi_declares_a_response_schema_for_every_route() -> None:

@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 
 from server.cli import app as cli_app
 from server.core.judging import JudgeService
+from server.core.prompts import Message
 from server.core.settings import Settings
+from server.core.types import JudgeRequest, JudgeResult
 from server.evaluation.evaluate import EvalOptions, evaluate
 from server.evaluation.runner import (
     ITEMS_FILE,
@@ -78,11 +80,11 @@ class Counting:
     async def info(self) -> ScorerInfo:
         return await self.inner.info()
 
-    async def score(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def score(self, request: JudgeRequest) -> JudgeResult:
         if self.fail_after is not None and sum(self.queries.values()) >= self.fail_after:
             raise ScoreFailure(503, {"error": {"type": "backend_unavailable", "message": "down"}})
-        self.queries[body["query"]] += 1
-        return await self.inner.score(body)
+        self.queries[request.messages[-1].content] += 1
+        return await self.inner.score(request)
 
 
 async def test_evaluate_writes_results_plot_and_shows_voting_cancels_position_bias(tmp_path: Path) -> None:
@@ -212,6 +214,41 @@ async def test_http_scorer_gives_the_same_results_as_in_process(tmp_path: Path, 
     in_process = await evaluate(ServiceScorer(service()), options(data, tmp_path / "local"), log=lambda _: None)
     assert over_http["rows"] == in_process["rows"]
     assert over_http["config"]["model"] == "scripted"
+
+
+async def test_both_scorers_return_the_same_core_result(asgi_scorer: HTTPScorer) -> None:
+    request = JudgeRequest(
+        messages=(Message("system", "Be brief."), Message("user", "Question 1?")),
+        responses=("best answer 1 [The End of Response 1]", "other answer 1.1", "other answer 1.2"),
+        k=4,
+        temperature=0.5,
+        seed=7,
+    )
+    local = await ServiceScorer(service()).score(request)
+    remote = await asgi_scorer.score(request)
+    assert local.neutralized.responses[0] > 0  # the forged block marker is counted on both paths
+    assert remote.samples == local.samples and len(local.samples) == 4
+    fields = ("rewards", "best", "k", "k_meta", "valid", "kept", "seed", "usage")
+    assert [getattr(remote, f) for f in fields] == [getattr(local, f) for f in fields]
+    assert remote.scores == tuple(round(s, 4) for s in local.scores)
+    assert remote.neutralized.responses == local.neutralized.responses
+    assert remote.neutralized.conversation == local.neutralized.conversation
+
+
+@pytest.mark.parametrize("over_http", [False, True])
+async def test_a_turn_of_an_unknown_role_is_a_recorded_400_on_both_paths(
+    tmp_path: Path, asgi_scorer: HTTPScorer, over_http: bool
+) -> None:
+    data = write_data(tmp_path / "roles.jsonl", 4)
+    rows_ = [json.loads(line) for line in data.read_text().splitlines()]
+    rows_[1]["prompt"] = [{"role": "tool", "content": "x"}, {"role": "user", "content": "Question 1?"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows_))
+    scorer: Scorer = asgi_scorer if over_http else ServiceScorer(service())
+    results = await evaluate(scorer, options(data, tmp_path / "out"), log=lambda _: None)
+    assert results["items"]["excluded"] == {"invalid_request_error": 1}
+    assert results["items"]["evaluated"] == 3
+    failed = [r for r in load_records(tmp_path / "out" / ITEMS_FILE) if "error" in r["sampled"]]
+    assert [r["id"] for r in failed] == ["q1"] and failed[0]["sampled"]["error"]["status"] == 400
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
-from dataclasses import fields
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import httpx
@@ -15,16 +15,14 @@ from hypothesis import strategies as st
 
 from server.core.engines import build_prompt_builder
 from server.core.errors import InvalidRequestError
+from server.core.generators.base import Generation, SamplingConfig
 from server.core.grouping import Joiner
 from server.core.judging import JudgeService, Plan
 from server.core.prompts import Message, StructuredOutput
 from server.core.settings import Settings
 from server.core.types import JudgeRequest
 from tests.fakes import ScriptedGenerator, shown_responses
-from tests.test_api import app_factory
 from voting import pick_best
-
-__all__ = ["app_factory"]
 
 
 class Recorder:
@@ -108,32 +106,63 @@ async def test_a_bad_caller_fails_alone() -> None:
     assert isinstance(bad, InvalidRequestError)
 
 
+@dataclass
+class GatedGenerator(ScriptedGenerator):
+    """A scripted engine whose every call waits for `release`; `calls` lists the calls that reached it."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def generate(self, prompt: str, sampling: SamplingConfig, request_id: str) -> Generation:
+        self.calls.append((prompt, sampling, request_id))
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        texts = tuple(self.judge(prompt, i) for i in range(sampling.n))
+        return Generation(texts, prompt_tokens=1, completion_tokens=1, finish_reasons=("stop",) * len(texts))
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Yield to the event loop until `condition` holds (a bounded number of turns, no wall-clock sleep)."""
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never reached: {what}")
+
+
+# Windows of a minute: buckets here are judged only when full (cap 2), never by a timer.
 async def test_cancelled_caller_leaves_the_group_before_and_after_judging() -> None:
-    gen = ScriptedGenerator(delay_s=0.2)
-    joiner, rec = make_joiner(gen, cap=8, window_s=0.05)
+    gen = GatedGenerator()
+    joiner, rec = make_joiner(gen, cap=2, window_s=60, max_wait_s=60)
     early = asyncio.create_task(joiner.judge(req("P", "zzzzzzzzz")))
-    stay = [asyncio.create_task(joiner.judge(req("P", t))) for t in ("a", "bb")]
-    await asyncio.sleep(0.01)
+    await until(lambda: joiner.open_buckets == 1, "the early caller waits in its bucket")
     early.cancel()  # before the group is judged: its response is not judged at all
-    await asyncio.sleep(0.1)  # now judging (engine delay 0.2 s)
-    late = asyncio.create_task(joiner.judge(req("Q", "q")))
-    await asyncio.sleep(0.06)
+    await asyncio.gather(early, return_exceptions=True)
+    assert early.cancelled() and joiner.open_buckets == 0 and gen.calls == []
+    stay = [asyncio.create_task(joiner.judge(req("P", t))) for t in ("a", "bb")]  # fills the bucket: judged
+    await until(lambda: len(gen.calls) == 1, "the full bucket reaches the engine")
+    late = [asyncio.create_task(joiner.judge(req("Q", t))) for t in ("q", "rr")]  # another bucket meanwhile
+    await until(lambda: len(gen.calls) == 2, "the second bucket reaches the engine")
     stay[0].cancel()  # after: the others keep their judgment
-    assert [r.scores for r in await asyncio.gather(stay[1], late)] == [(2.0,), (1.0,)]
-    assert early.cancelled() and stay[0].cancelled()
-    assert sorted(map(sorted, judged_groups(gen))) == [["a", "bb"], ["q"]] and gen.cancelled == 0
+    await asyncio.gather(stay[0], return_exceptions=True)
+    gen.release.set()
+    assert [r.scores for r in await asyncio.gather(stay[1], *late)] == [(2.0,), (1.0,), (2.0,)]
+    assert stay[0].cancelled() and gen.cancelled == 0
+    assert sorted(map(sorted, judged_groups(gen))) == [["a", "bb"], ["q", "rr"]] and rec.sizes == [2, 2]
 
 
 async def test_judgment_is_aborted_when_every_caller_has_gone() -> None:
-    gen = ScriptedGenerator(delay_s=5)
-    joiner, _ = make_joiner(gen, cap=8, window_s=0.01)
+    gen = GatedGenerator()
+    joiner, _ = make_joiner(gen, cap=2, window_s=60, max_wait_s=60)
     tasks = [asyncio.create_task(joiner.judge(req("P", t))) for t in ("a", "bb")]
-    await asyncio.sleep(0.1)
-    for t in tasks:
-        t.cancel()
+    await until(lambda: len(gen.calls) == 1, "the joint judgment reaches the engine")
+    for task in tasks:
+        task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await asyncio.sleep(0.05)
-    assert gen.cancelled == 1 and joiner.open_buckets == 0
+    await until(lambda: gen.cancelled == 1, "the engine call is aborted")
+    assert all(task.cancelled() for task in tasks) and joiner.open_buckets == 0
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -24,10 +24,7 @@ from server.integrations.client import (
 )
 from server.integrations.trl import GRMReward
 from tests.fakes import ScriptedGenerator
-from tests.test_api import app_factory
 from voting import unit_score
-
-__all__ = ["app_factory"]
 
 FAST = RetryPolicy(tries=3, backoff_s=0.001, max_backoff_s=0.01)
 
@@ -127,22 +124,40 @@ def test_trl_reward_groups_by_prompt_and_keeps_order() -> None:
     assert unit_reward(conv_prompts, conv_completions) == [1.0, 0.0]
 
 
+async def test_verl_compute_score_through_an_injected_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json=7.0)
+
+    transport = httpx.MockTransport(handler)
+    monkeypatch.setenv("GRM_URL", "http://grm.test:9000")
+    chat = [{"role": "user", "content": [{"type": "text", "text": "Q?"}]}]
+    info = {"question": "ignored", "problem": "Q?", "messages": chat}
+    first = await verl.compute_score("gsm8k", "4", "4", info, prompt_key="problem", k=2, seed=3, transport=transport)
+    second = await verl.compute_score(
+        "gsm8k", "5", None, {"messages": chat}, prompt_key="messages", transport=transport
+    )
+    assert first == second == {"score": unit(7.0), "grm_score": 7.0}
+    assert [str(r.url) for r in sent] == ["http://grm.test:9000/reward"] * 2  # GRM_URL when no url is given
+    bodies = [json.loads(r.content) for r in sent]
+    assert bodies[0] == {"k": 2, "seed": 3, "prompt": "Q?", "response": "4", "label": "4"}
+    assert bodies[1] == {"prompt": [{"role": "user", "content": "Q?"}], "response": "5", "label": None}
+    assert sent[0].headers[GROUP_KEY_HEADER] == sent[1].headers[GROUP_KEY_HEADER] == group_key("Q?")
+    with pytest.raises(ValueError, match="extra_info"):
+        await verl.compute_score("d", "s", "g", {}, transport=transport)
+    await verl.close_clients()
+
+
 # the real app (ASGI) with a scripted engine
 
 
 async def test_verl_compute_score_per_sample_calls_are_judged_jointly(app_factory: Any) -> None:
     gen = ScriptedGenerator()
     _, app = await app_factory(generator=gen)
-    transport = httpx.ASGITransport(app=app)
-    verl._clients.clear()
-    kwargs: dict[str, Any] = {
-        "url": "http://test",
-        "k": 1,
-        "reward_router_address": None,
-        "reward_model_tokenizer": None,
-    }
-    client = verl._client("http://test", None, 300.0, {"k": 1})
-    client._http = httpx.AsyncClient(transport=transport, timeout=client.timeout)  # the app instead of the network
+    transport = httpx.ASGITransport(app=app)  # the app instead of the network
+    kwargs: dict[str, Any] = {"url": "http://test", "k": 1, "reward_router_address": None, "transport": transport}
     solutions = ["a", "bb", "ccc", "dddd"]
     results = await asyncio.gather(
         *(
@@ -155,8 +170,7 @@ async def test_verl_compute_score_per_sample_calls_are_judged_jointly(app_factor
     assert len(gen.calls) == 1  # four concurrent per-sample calls, one joint judgment
     with pytest.raises(ValueError, match="extra_info"):
         await verl.compute_score("d", "s", "g", {}, url="http://test")
-    await client.aclose()
-    verl._clients.clear()
+    await verl.close_clients()
 
 
 @given(st.floats(min_value=1.0, max_value=10.0, allow_nan=False))

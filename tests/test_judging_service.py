@@ -31,7 +31,7 @@ async def test_scores_map_back_to_the_callers_order() -> None:
     assert result.scores == (1.0, 5.0, 3.0)
     assert result.best == 1
     assert (result.k, result.valid, result.kept, result.k_meta) == (6, 6, 6, 0)
-    # DESIGN §4: one engine call per distinct order (min(k, n) = 3), each with n = its share of k
+    # docs/design.md, "Performance targets": one engine call per distinct order (min(k, n) = 3), each with n = its share of k
     assert [c[1].n for c in gen.calls] == [2, 2, 2]
     assert len({tuple(shown_responses(c[0])) for c in gen.calls}) == 3
     assert result.usage.engine_calls == 3

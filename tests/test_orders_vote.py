@@ -23,7 +23,8 @@ def test_orders_are_permutations_that_sum_to_k(n: int, k: int, seed: int, strate
     assert all(sorted(g.order) == list(range(n)) for g in groups)
     assert len({g.order for g in groups}) == len(groups)
     if strategy is OrderStrategy.ROTATE:
-        assert len(groups) == min(k, n)  # DESIGN §4: cost grows with distinct orders, not with k
+        # docs/design.md, "Performance targets": cost grows with distinct orders, not with k
+        assert len(groups) == min(k, n)
 
 
 @given(st.integers(1, 10), st.integers(1, 6), st.integers(0, 10_000))

@@ -1,4 +1,4 @@
-"""Score extraction: table-driven cases from DESIGN §1 plus properties."""
+"""Score extraction: table-driven cases from docs/design.md ("The method") plus properties."""
 
 from __future__ import annotations
 

@@ -6,10 +6,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import assert_error
 from tests.fakes import ScriptedGenerator, score_by_length
-from tests.test_api import app_factory, assert_error
-
-__all__ = ["app_factory"]
 
 
 def _garbage_for(marker: str) -> Any:

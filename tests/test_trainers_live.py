@@ -61,9 +61,7 @@ def test_verl_concurrent_compute_score_calls_are_judged_jointly(live_url: str) -
         try:
             return await asyncio.gather(*calls)
         finally:
-            for client in verl._clients.values():
-                await client.aclose()
-            verl._clients.clear()
+            await verl.close_clients()
 
     results = asyncio.run(main())
     assert all(0.0 <= r["score"] <= 1.0 and r["score"] == pytest.approx((r["grm_score"] - 1) / 9) for r in results)

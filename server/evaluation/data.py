@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from server.core import items as shared_items
+from server.core.prompts import Message
 from server.evaluation.formats import load_benchmark
 from voting import derive_seed
 
@@ -33,12 +34,11 @@ class EvalItem:
     perm: tuple[int, ...]
     seed: int
 
-    def body(self) -> dict[str, Any]:
-        """The conversation and responses as a `/score` body (`query` or `messages`)."""
+    def conversation(self) -> tuple[Message, ...]:
+        """The conversation as sent: a string prompt is one user turn (as `/score`'s `query`)."""
         if isinstance(self.prompt, str):
-            return {"query": self.prompt, "responses": list(self.responses)}
-        messages = [{"role": role, "content": content} for role, content in self.prompt]
-        return {"messages": messages, "responses": list(self.responses)}
+            return (Message("user", self.prompt),)
+        return tuple(Message(role, content) for role, content in self.prompt)
 
 
 @dataclass

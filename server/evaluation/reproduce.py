@@ -1,5 +1,6 @@
 """The paper's table from an evaluation run: accuracy per benchmark beside DeepSeek-GRM-27B's published
-numbers (DESIGN §1), with per-k judgment tokens and the share of judgments whose box was completed (pure)."""
+numbers (docs/design.md, "The method"), with per-k judgment tokens and the share of judgments whose box was
+completed (pure)."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from server.core.types import JudgeRequest, JudgeResult
 from server.evaluation.data import EvalItem
 from server.evaluation.scorers import ScoreFailure, Scorer
 
@@ -80,45 +81,48 @@ def load_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def request_bodies(item: EvalItem, spec: RunSpec) -> dict[str, dict[str, Any]]:
-    """The `/score` bodies of one item: `greedy` (k=1, temperature 0) and `sampled` (k_max samples)."""
-    common: dict[str, Any] = {**item.body(), "seed": item.seed, "return_samples": True}
-    if spec.max_tokens is not None:
-        common["max_tokens"] = spec.max_tokens
-    bodies = {"sampled": {**common, "k": spec.k_max, "temperature": spec.temperature, "k_meta": spec.request_k_meta}}
+def judge_requests(item: EvalItem, spec: RunSpec) -> dict[str, JudgeRequest]:
+    """The core requests of one item: `greedy` (k=1, temperature 0) and `sampled` (k_max samples)."""
+
+    def request(k: int, temperature: float, k_meta: int) -> JudgeRequest:
+        return JudgeRequest(
+            messages=item.conversation(),
+            responses=item.responses,
+            k=k,
+            k_meta=k_meta,
+            temperature=temperature,
+            max_tokens=spec.max_tokens,
+            seed=item.seed,
+        )
+
+    requests = {"sampled": request(spec.k_max, spec.temperature, spec.request_k_meta)}
     if spec.greedy:
-        bodies["greedy"] = {**common, "k": 1, "temperature": 0.0, "k_meta": 0}
-    return bodies
+        requests["greedy"] = request(1, 0.0, 0)
+    return requests
 
 
-def _part(response: dict[str, Any]) -> dict[str, Any]:
+def _part(result: JudgeResult) -> dict[str, Any]:
     samples = [
         {
-            "scores": s["scores"],
-            "order": s["order"],
-            "meta_reward": s.get("meta_reward"),
-            "error": s.get("error"),
-            "finish_reason": s.get("finish_reason"),
-            "completed": bool(s.get("completed", False)),
+            "scores": list(s.scores) if s.scores is not None else None,
+            "order": list(s.order),
+            "meta_reward": s.meta_reward,
+            "error": s.error,
+            "finish_reason": s.finish_reason,
+            "completed": s.completed,
         }
-        for s in response.get("samples") or []
+        for s in result.samples
     ]
-    usage = {key: int(response.get("usage", {}).get(key, 0)) for key in ("prompt_tokens", "completion_tokens")}
-    return {
-        "k": response["k"],
-        "k_meta": response["k_meta"],
-        "valid": response["valid"],
-        "samples": samples,
-        "usage": usage,
-    }
+    usage = {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens}
+    return {"k": result.k, "k_meta": result.k_meta, "valid": result.valid, "samples": samples, "usage": usage}
 
 
 async def judge_item(item: EvalItem, scorer: Scorer, spec: RunSpec) -> dict[str, Any]:
     """One item's record; a recorded failure is kept in the record, any other failure raises."""
     started = time.perf_counter()
-    bodies = request_bodies(item, spec)
-    names = sorted(bodies)
-    outcomes = await asyncio.gather(*(scorer.score(bodies[name]) for name in names), return_exceptions=True)
+    requests = judge_requests(item, spec)
+    names = sorted(requests)
+    outcomes = await asyncio.gather(*(scorer.score(requests[name]) for name in names), return_exceptions=True)
     record: dict[str, Any] = {
         "key": item.key,
         "file": item.file,
@@ -139,7 +143,7 @@ async def judge_item(item: EvalItem, scorer: Scorer, spec: RunSpec) -> dict[str,
         else:
             record[name] = _part(outcome)
             for key in usage:
-                usage[key] += int(outcome["usage"].get(key, 0))
+                usage[key] += int(getattr(outcome.usage, key))
     record["usage"] = usage
     record["elapsed_s"] = round(time.perf_counter() - started, 3)
     return record

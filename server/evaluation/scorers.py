@@ -1,4 +1,5 @@
-"""Where evaluation sends `/score` bodies: the in-process judging service or a running server over HTTP."""
+"""Where evaluation sends its core requests: the in-process judging service, or a running server's `/score`
+over HTTP (the `/score` JSON is built and read here, so evaluation never imports the HTTP layer)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
-from pydantic import ValidationError
 
-from server.core.errors import GRMError, invalid_from_errors
+from server.core.errors import GRMError, InvalidRequestError
 from server.core.judging import JudgeService
-from server.http.protocol import ScoreRequest, ScoreResponse
+from server.core.types import JudgeRequest, JudgeResult, Neutralizations, Sample, Usage
+
+ROLES = frozenset({"system", "user", "assistant"})
+"""The roles `/score` accepts; the in-process scorer refuses others the same way (a 400 for the item)."""
 
 # Failures that say something about the item or the model (kept in items.jsonl); anything else
 # (overload, backend down, lost connection) stops the run so that a rerun retries the item.
@@ -44,11 +47,11 @@ class ScorerInfo:
 
 
 class Scorer(Protocol):
-    """Judges `/score` bodies; raises ScoreFailure with the error body on failure."""
+    """Judges core requests; raises ScoreFailure with the error body on failure."""
 
     async def info(self) -> ScorerInfo: ...
 
-    async def score(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def score(self, request: JudgeRequest) -> JudgeResult: ...
 
 
 class ServiceScorer:
@@ -61,15 +64,16 @@ class ServiceScorer:
         rm = self.service.meta_rm
         return ScorerInfo(self.service.generator.model_name, rm.name if rm is not None else None)
 
-    async def score(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def score(self, request: JudgeRequest) -> JudgeResult:
         try:
-            req = ScoreRequest.model_validate(body)
-            result = await self.service.judge(req.judge_request(req.conversation(), req.responses))
-        except ValidationError as exc:
-            raise ScoreFailure(400, invalid_from_errors(exc.errors()).to_body()) from exc
+            for i, m in enumerate(request.messages):
+                if m.role not in ROLES:
+                    raise InvalidRequestError(
+                        f"messages.{i}.role: {m.role!r} is not one of {sorted(ROLES)}", param=f"messages.{i}.role"
+                    )
+            return await self.service.judge(request)
         except GRMError as exc:
             raise ScoreFailure(exc.status, exc.to_body()) from exc
-        return ScoreResponse.from_result(result, with_samples=req.return_samples).model_dump(mode="json")
 
 
 class HTTPScorer:
@@ -87,12 +91,69 @@ class HTTPScorer:
             raise ScoreFailure(r.status_code, body)
         return ScorerInfo(str(body.get("model")), body.get("meta_rm"))
 
-    async def score(self, body: dict[str, Any]) -> dict[str, Any]:
-        r = await self.client.post(f"{self.url}/score", json=body, headers=self.headers)
+    async def score(self, request: JudgeRequest) -> JudgeResult:
+        r = await self.client.post(f"{self.url}/score", json=score_body(request), headers=self.headers)
         out = _json(r)
         if r.status_code != 200:
             raise ScoreFailure(r.status_code, out)
-        return out
+        return result_from_body(out)
+
+
+def score_body(request: JudgeRequest) -> dict[str, Any]:
+    """The `/score` body of a core request, with every judgment returned (`return_samples`)."""
+    knobs = {
+        "k": request.k,
+        "k_meta": request.k_meta,
+        "temperature": request.temperature,
+        "max_tokens": request.max_tokens,
+        "seed": request.seed,
+        "structured_output": request.structured_output.value if request.structured_output is not None else None,
+    }
+    return {
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "responses": list(request.responses),
+        **{key: value for key, value in knobs.items() if value is not None},
+        "return_samples": True,
+    }
+
+
+def result_from_body(body: dict[str, Any]) -> JudgeResult:
+    """A `/score` response body read back into the core result (what the service would have returned)."""
+    usage = body.get("usage") or {}
+    samples = tuple(
+        Sample(
+            scores=tuple(s["scores"]) if s.get("scores") is not None else None,
+            order=tuple(s["order"]),
+            text=str(s.get("text", "")),
+            principles=str(s.get("principles", "")),
+            critique=str(s.get("critique", "")),
+            error=s.get("error"),
+            meta_reward=s.get("meta_reward"),
+            kept=bool(s.get("kept", False)),
+            finish_reason=s.get("finish_reason"),
+            completed=bool(s.get("completed", False)),
+        )
+        for s in body.get("samples") or []
+    )
+    return JudgeResult(
+        request_id=str(body["id"]),
+        model=str(body["model"]),
+        rewards=tuple(int(r) for r in body["rewards"]),
+        scores=tuple(float(s) for s in body["scores"]),
+        best=int(body["best"]),
+        k=int(body["k"]),
+        k_meta=int(body["k_meta"]),
+        valid=int(body["valid"]),
+        kept=int(body["kept"]),
+        seed=int(body["seed"]),
+        usage=Usage(**{key: int(usage.get(key, 0)) for key in Usage.__dataclass_fields__}),
+        samples=samples,
+        created=int(body.get("created", 0)),
+        neutralized=Neutralizations(
+            responses=tuple(int(x) for x in body.get("neutralized") or ()),
+            conversation=int(body.get("neutralized_conversation", 0)),
+        ),
+    )
 
 
 def _json(r: httpx.Response) -> dict[str, Any]:

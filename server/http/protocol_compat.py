@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from server.core.content import content_text
 from server.core.prompts import Message
 from server.http.protocol import Knobs, ScoreResponse, Text, valid_unicode
 
@@ -136,9 +137,7 @@ class ChatMessageIn(BaseModel):
         return value
 
     def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(str(part.get("text", "")) for part in self.content if part.get("type", "text") == "text")
-        return self.content or ""
+        return content_text(self.content)
 
     def message(self) -> Message:
         """The turn as the judge sees it (a `developer` turn is the system turn of older chat formats)."""

@@ -7,7 +7,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ __all__ = [
     "GroupScore",
     "Messages",
     "RetryPolicy",
+    "content_text",
     "group_key",
     "to_messages",
     "unit",
@@ -58,12 +59,25 @@ def to_messages(prompt: str | Sequence[dict[str, Any]]) -> Messages:
         return [{"role": "user", "content": prompt}]
     out = []
     for m in prompt:
-        content = m.get("content") or ""
-        if isinstance(content, list):
-            content = "".join(str(p.get("text", "")) for p in content if p.get("type", "text") == "text")
         role = "system" if m["role"] == "developer" else str(m["role"])
-        out.append({"role": role, "content": str(content)})
+        out.append({"role": role, "content": content_text(m.get("content"))})
     return out
+
+
+def content_text(content: Any) -> str:
+    """The text of a message's `content` (a string, or its text content parts joined); a copy of
+    `server.core.content.content_text`, kept here so that the client needs httpx alone (a test pins them equal)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list | tuple):
+        return "".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, Mapping) and part.get("type", "text") == "text"
+        )
+    return str(content)
 
 
 def group_key(prompt: str | Sequence[dict[str, Any]]) -> str:
@@ -115,9 +129,7 @@ class _Base:
         batch_items: int = 64,
         max_responses: int = 32,
         knobs: dict[str, Any] | None = None,
-        transport: Any = None,
     ) -> None:
-        self.transport = transport  # an httpx transport (tests: MockTransport, ASGITransport)
         self.base_url = base_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = httpx.Timeout(timeout_s)
@@ -166,11 +178,12 @@ class _Base:
 
 
 class GRMClient(_Base):
-    """Blocking client; use as a context manager or call close()."""
+    """Blocking client; use as a context manager or call close(). `transport` goes to `httpx.Client` as is
+    (e.g. `httpx.MockTransport` in tests, or a transport with its own retries, proxy or TLS set-up)."""
 
-    def __init__(self, base_url: str, **kw: Any) -> None:
+    def __init__(self, base_url: str, *, transport: httpx.BaseTransport | None = None, **kw: Any) -> None:
         super().__init__(base_url, **kw)
-        self._http = httpx.Client(timeout=self.timeout, transport=self.transport)
+        self._http = httpx.Client(timeout=self.timeout, transport=transport)
 
     def _send(self, request: httpx.Request) -> httpx.Response:
         for attempt in range(self.retry.tries):
@@ -211,11 +224,12 @@ class GRMClient(_Base):
 
 
 class AsyncGRMClient(_Base):
-    """asyncio client; use as an async context manager or call aclose()."""
+    """asyncio client; use as an async context manager or call aclose(). `transport` goes to
+    `httpx.AsyncClient` as is (`httpx.MockTransport`, `httpx.ASGITransport(app=...)` for an app in-process)."""
 
-    def __init__(self, base_url: str, **kw: Any) -> None:
+    def __init__(self, base_url: str, *, transport: httpx.AsyncBaseTransport | None = None, **kw: Any) -> None:
         super().__init__(base_url, **kw)
-        self._http = httpx.AsyncClient(timeout=self.timeout, transport=self.transport)
+        self._http = httpx.AsyncClient(timeout=self.timeout, transport=transport)
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         for attempt in range(self.retry.tries):

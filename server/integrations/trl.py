@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from server.core.content import content_text
 from server.integrations.client import GRMClient, group_key, unit
 
 __all__ = ["GRMReward"]
@@ -14,10 +15,7 @@ def _completion_text(completion: str | Sequence[dict[str, Any]]) -> str:
     if isinstance(completion, str):
         return completion
     turns = [m for m in completion if m.get("role") == "assistant"] or list(completion)
-    content = turns[-1].get("content") if turns else ""
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if p.get("type", "text") == "text")
-    return str(content or "")
+    return content_text(turns[-1].get("content") if turns else "")
 
 
 class GRMReward:
@@ -26,8 +24,9 @@ class GRMReward:
     Called as `f(prompts, completions, **columns)`; returns one reward per completion, in order: the mean GRM
     score mapped to 0..1 (`scale="unit"`) or 1..10 (`scale="raw"`), None where the prompt's group could not be
     judged (TRL ignores None). Plain and conversational prompts and completions are accepted. `params` are
-    client options (api_key, timeout_s, retry, batch_items, max_responses) and judging knobs (k, k_meta,
-    temperature, max_tokens, seed)."""
+    client options (api_key, timeout_s, retry, batch_items, max_responses, and `transport`: an
+    `httpx.BaseTransport` passed to httpx.Client as is) and judging knobs (k, k_meta, temperature, max_tokens,
+    seed)."""
 
     _CLIENT_OPTIONS = ("api_key", "timeout_s", "retry", "batch_items", "max_responses", "transport")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 COLUMNS = ("RewardBench", "PPE-P", "PPE-C", "RMB", "Overall")
-# The one place these numbers live (DESIGN.md section 1 quotes them).
+# The one place these numbers live (docs/design.md, "The method", quotes them).
 PAPER: dict[str, tuple[float, ...]] = {
     "greedy": (86.0, 64.7, 59.8, 69.0, 69.9),
     "voting": (88.5, 65.3, 60.4, 69.7, 71.0),
