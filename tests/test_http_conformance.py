@@ -108,7 +108,7 @@ async def test_the_key_is_checked_before_the_body_is_parsed(route: str) -> None:
 
 # 2. strict knob types on every route
 
-BAD_KNOBS: list[tuple[dict[str, Any], str]] = [({"k": True}, "k"), ({"k": "2"}, "k"), ({"k": 2.0}, "k"), ({"seed": False}, "seed"),
+BAD_KNOBS: list[tuple[dict[str, Any], str]] = [({"k": True}, "k"), ({"k": "2"}, "k"), ({"k": 2.5}, "k"), ({"seed": False}, "seed"),
              ({"seed": "1"}, "seed"), ({"temperature": "0.5"}, "temperature"), ({"temperature": True}, "temperature"),
              ({"max_tokens": 1.5}, "max_tokens"), ({"max_tokens": "300"}, "max_tokens"), ({"k_meta": False}, "k_meta")]  # fmt: skip
 
@@ -121,8 +121,10 @@ async def test_knob_types_are_strict_on_every_route(route: str) -> None:
             err = assert_error(await client.post(route, json={**BODIES[route], **bad}), 400, param)
             assert err["message"].startswith(f"{param}: ")
         assert gen.calls == []
-        ok = await client.post(route, json={**BODIES[route], "k": 2, "temperature": 1, "seed": 3, "max_tokens": 300})
-        assert ok.status_code == 200, ok.text  # a JSON integer is a number: fine for temperature
+        # A JSON integer is a number (fine for temperature) and 300.0 is an integer, as JSON Schema has it.
+        knobs = {"k": 2, "temperature": 1, "seed": 3, "max_tokens": 300.0}
+        ok = await client.post(route, json={**BODIES[route], **knobs})
+        assert ok.status_code == 200, ok.text
     ((_, sampling, _),) = gen.calls
     assert (sampling.n, sampling.temperature, sampling.max_tokens) == (2, 1.0, 300)
 
@@ -233,6 +235,24 @@ async def test_a_bad_shared_knob_fails_the_whole_batch_once(knobs: dict[str, Any
     items = [{"query": "q", "responses": ["a"]}, {"query": "r", "responses": ["b", "c"]}]
     async with client_for(generator=gen) as client:
         assert_error(await client.post("/score/batch", json={"items": items, **knobs}), 400, param)
+    assert gen.calls == []
+
+
+# Bodies whose groups would otherwise get the fallback reward (an empty prompt, no groups at all): a bad shared
+# knob must still be the caller's 400, never a 200 with the fallback.
+FALLBACK_BODIES = {"/get_reward": [{"query": [], "prompts": []}, {"query": ["P:a"], "prompts": ["P:"]}],
+                   "/reward": [{"prompt": "", "response": "a"}, {"prompt": "P:", "response": "a"}]}  # fmt: skip
+
+
+@pytest.mark.parametrize("route", list(FALLBACK_BODIES))
+@pytest.mark.parametrize(
+    ("knobs", "param"), [({"seed": -1}, "seed"), ({"k": 0}, "k"), ({"temperature": 3}, "temperature")]
+)
+async def test_a_bad_shared_knob_fails_a_reward_call_once(route: str, knobs: dict[str, Any], param: str) -> None:
+    gen = ScriptedGenerator()
+    async with client_for(generator=gen) as client:
+        for body in FALLBACK_BODIES[route]:
+            assert_error(await client.post(route, json={**body, **knobs}), 400, param)
     assert gen.calls == []
 
 

@@ -8,11 +8,11 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
-    StrictInt,
     WithJsonSchema,
     model_validator,
 )
@@ -41,19 +41,28 @@ ResponseText = Annotated[
     Text, WithJsonSchema({"type": "string", CONFIGURED: {"maxLength": "limits.max_response_chars"}})
 ]
 
+
+def json_integer(value: Any) -> Any:
+    """An integer knob takes what JSON Schema calls an integer: a number with no fraction (`2` or `2.0`);
+    `true` and `"2"` stay errors (pydantic's strict int then names the field)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, Field(strict=True), BeforeValidator(json_integer)]
+
 # The knobs: JSON integers and numbers only (no `true`, no `"2"`). The schema states the bounds that
 # `Planner.plan` (server/core/judging.py) enforces: fixed ones as they are, configured ones filled in from the settings.
-KnobK = Annotated[
-    StrictInt, WithJsonSchema({"type": "integer", "minimum": 1, CONFIGURED: {"maximum": "judging.max_k"}})
-]
+KnobK = Annotated[JsonInt, WithJsonSchema({"type": "integer", "minimum": 1, CONFIGURED: {"maximum": "judging.max_k"}})]
 KnobKMeta = Annotated[
-    StrictInt, WithJsonSchema({"type": "integer", "minimum": 0, CONFIGURED: {"maximum": "judging.max_k"}})
+    JsonInt, WithJsonSchema({"type": "integer", "minimum": 0, CONFIGURED: {"maximum": "judging.max_k"}})
 ]
 KnobTemperature = Annotated[StrictFloat, WithJsonSchema({"type": "number", "minimum": 0, "maximum": 2})]
 KnobMaxTokens = Annotated[
-    StrictInt, WithJsonSchema({"type": "integer", "minimum": 16, CONFIGURED: {"maximum": "judging.max_max_tokens"}})
+    JsonInt, WithJsonSchema({"type": "integer", "minimum": 16, CONFIGURED: {"maximum": "judging.max_max_tokens"}})
 ]
-KnobSeed = Annotated[StrictInt, WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 2**31 - 1})]
+KnobSeed = Annotated[JsonInt, WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 2**31 - 1})]
 
 
 class Knobs(BaseModel):

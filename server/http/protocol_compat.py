@@ -3,9 +3,9 @@ They tolerate unknown fields (clients send more than we use); our knobs ride in 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator, model_validator
 
 from server.core.content import content_text
 from server.core.prompts import Message
@@ -18,6 +18,9 @@ class _Lenient(Knobs):
     model_config = ConfigDict(extra="allow")
 
 
+_NOT_BLANK = {"type": "string", "pattern": "\\S"}
+_QUERIES = {"anyOf": [_NOT_BLANK, {"type": "array", "items": _NOT_BLANK, "minItems": 1}]}
+
 # vLLM's Score API has named its two sides three ways over its versions; all mean (query side, candidate side).
 _SCORE_ALIASES = (("queries", "documents"), ("data_1", "data_2"))
 
@@ -27,8 +30,8 @@ class VLLMScoreRequest(_Lenient):
     `queries`/`documents` and `data_1`/`data_2` are accepted as the same two fields."""
 
     model: str | None = None
-    text_1: str | list[str] = Field(
-        description="the query, or one query per text_2 entry", json_schema_extra={"minItems": 1}
+    text_1: Annotated[str | list[str], WithJsonSchema(_QUERIES)] = Field(
+        description="the query (not blank), or one query per text_2 entry"
     )
     text_2: str | list[str] = Field(description="the candidates", json_schema_extra={"minItems": 1})
 

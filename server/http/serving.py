@@ -251,6 +251,7 @@ class Serving:
         A group that cannot be judged (bad input, no valid judgment) is None unless `rewards.strict`;
         engine outages still fail the call so the trainer retries."""
         service = self.runtime.require()
+        service.planner.knobs(knobs.judge_request((), ()), responses=1)  # a bad shared knob fails the call once
         judge = self.joiner(service).judge if self.settings.rewards.join else service.judge
         strict = self.settings.rewards.strict
 
