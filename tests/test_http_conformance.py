@@ -240,8 +240,8 @@ async def test_a_bad_shared_knob_fails_the_whole_batch_once(knobs: dict[str, Any
 
 # Bodies whose groups would otherwise get the fallback reward (an empty prompt, no groups at all): a bad shared
 # knob must still be the caller's 400, never a 200 with the fallback.
-FALLBACK_BODIES = {"/get_reward": [{"query": [], "prompts": []}, {"query": ["P:a"], "prompts": ["P:"]}],
-                   "/reward": [{"prompt": "", "response": "a"}, {"prompt": "P:", "response": "a"}]}  # fmt: skip
+FALLBACK_BODIES: dict[str, list[dict[str, Any]]] = {"/get_reward": [{"query": [], "prompts": []}, {"query": ["P:a"], "prompts": ["P:"]}],
+                                                 "/reward": [{"prompt": "", "response": "a"}, {"prompt": "P:", "response": "a"}]}  # fmt: skip
 
 
 @pytest.mark.parametrize("route", list(FALLBACK_BODIES))
