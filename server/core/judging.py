@@ -21,6 +21,7 @@ from server.core.errors import (
     meta_rm_errors,
 )
 from server.core.generators.base import Generation, Generator, SamplingConfig
+from server.core.offload import INLINE_CHARS, off_loop, text_chars
 from server.core.prompts import (
     PromptBuilder,
     StructuredOutput,
@@ -197,7 +198,12 @@ class JudgeService:
     async def _run(self, req: JudgeRequest, plan: Plan) -> JudgeResult:
         n = len(req.responses)
         groups = plan_orders(n, plan.k, plan.seed, self.settings.judging.order_strategy)
-        prompts = [self.prompts.build(req.messages, [req.responses[i] for i in g.order]) for g in groups]
+
+        def render() -> tuple[list[str], Neutralizations]:  # O(body) text work: off the loop when big
+            built = [self.prompts.build(req.messages, [req.responses[i] for i in g.order]) for g in groups]
+            return built, count_neutralized(req)
+
+        prompts, neutralized = await off_loop(render, heavy=_heavy(req))
         regex = None
         if plan.structured_output is StructuredOutput.REGEX:
             regex = self.prompts.score_regex(n, plan.max_tokens, self.generator.chars_per_token or 1.0)
@@ -251,7 +257,7 @@ class JudgeService:
             seed=plan.seed,
             usage=usage,
             samples=tuple(samples),
-            neutralized=count_neutralized(req),
+            neutralized=neutralized,
         )
         if self.observer is not None:
             self.observer.judged(result)
@@ -290,7 +296,7 @@ class JudgeService:
         valid = [i for i, s in enumerate(samples) if s.scores is not None]
         if k_meta == 0 or self.meta_rm is None:
             return [replace(s, kept=s.scores is not None) for s in samples]
-        conversation = render_conversation(req.messages)
+        conversation = await off_loop(lambda: render_conversation(req.messages), heavy=_heavy(req))
         inputs = [
             MetaRMInput(conversation, tuple(req.responses[j] for j in samples[i].order), samples[i].text) for i in valid
         ]
@@ -299,6 +305,10 @@ class JudgeService:
         chosen = {valid[i] for i in select_top(rewards, k_meta)}
         meta = dict(zip(valid, rewards, strict=True))
         return [replace(s, kept=i in chosen, meta_reward=meta.get(i)) for i, s in enumerate(samples)]
+
+
+def _heavy(req: JudgeRequest) -> bool:
+    return text_chars([m.content for m in req.messages], req.responses) > INLINE_CHARS
 
 
 def count_neutralized(req: JudgeRequest) -> Neutralizations:
