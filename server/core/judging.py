@@ -198,12 +198,8 @@ class JudgeService:
     async def _run(self, req: JudgeRequest, plan: Plan) -> JudgeResult:
         n = len(req.responses)
         groups = plan_orders(n, plan.k, plan.seed, self.settings.judging.order_strategy)
-
-        def render() -> tuple[list[str], Neutralizations]:  # O(body) text work: off the loop when big
-            built = [self.prompts.build(req.messages, [req.responses[i] for i in g.order]) for g in groups]
-            return built, count_neutralized(req)
-
-        prompts, neutralized = await off_loop(render, heavy=_heavy(req))
+        orders = tuple(g.order for g in groups)  # O(body) text work below: off the loop when big
+        prompts, neutralized = await off_loop(render_request, self.prompts, req, orders, heavy=_heavy(req))
         regex = None
         if plan.structured_output is StructuredOutput.REGEX:
             regex = self.prompts.score_regex(n, plan.max_tokens, self.generator.chars_per_token or 1.0)
@@ -296,7 +292,7 @@ class JudgeService:
         valid = [i for i, s in enumerate(samples) if s.scores is not None]
         if k_meta == 0 or self.meta_rm is None:
             return [replace(s, kept=s.scores is not None) for s in samples]
-        conversation = await off_loop(lambda: render_conversation(req.messages), heavy=_heavy(req))
+        conversation = await off_loop(render_conversation, req.messages, heavy=_heavy(req))
         inputs = [
             MetaRMInput(conversation, tuple(req.responses[j] for j in samples[i].order), samples[i].text) for i in valid
         ]
@@ -305,6 +301,14 @@ class JudgeService:
         chosen = {valid[i] for i in select_top(rewards, k_meta)}
         meta = dict(zip(valid, rewards, strict=True))
         return [replace(s, kept=i in chosen, meta_reward=meta.get(i)) for i, s in enumerate(samples)]
+
+
+def render_request(
+    prompts: PromptBuilder, req: JudgeRequest, orders: Sequence[Sequence[int]]
+) -> tuple[list[str], Neutralizations]:
+    """The judging prompt for each response order, and what the rendering neutralized (pure: runs anywhere)."""
+    built = [prompts.build(req.messages, [req.responses[i] for i in order]) for order in orders]
+    return built, count_neutralized(req)
 
 
 def _heavy(req: JudgeRequest) -> bool:
