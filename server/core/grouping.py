@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from server.core.admission import Lane
 from server.core.errors import InvalidRequestError
 from server.core.judging import JudgeService, plan_request
 from server.core.prompts import Message
@@ -45,6 +46,7 @@ class _Entry:
 class _Bucket:
     key: _Key
     opened: float
+    lane: Lane | None
     entries: list[_Entry] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     task: asyncio.Task[None] | None = None
@@ -82,11 +84,13 @@ class Joiner:
     def open_buckets(self) -> int:
         return len(self._open)
 
-    async def judge(self, req: JudgeRequest) -> JudgeResult:
-        """Judge `req`'s responses, jointly with other waiting requests for the same conversation and knobs."""
+    async def judge(self, req: JudgeRequest, lane: Lane | None = None) -> JudgeResult:
+        """Judge `req`'s responses, jointly with other waiting requests for the same conversation and knobs.
+        A judgment waits for its slot in `lane` (its call's place in the admission queue; for a joint one, the
+        lane of the caller that opened it)."""
         self._check(req)  # a bad request fails alone
         if len(req.responses) >= self.cap:
-            async with self.service.admit():
+            async with self.service.admission.slot(lane):
                 return await self.service.judge(req)
         key: _Key = (req.messages, req.k, req.k_meta, req.temperature, req.max_tokens, req.seed)
         bucket = self._open.get(key)
@@ -95,7 +99,7 @@ class Joiner:
             bucket = None
         now = self._clock()
         if bucket is None:
-            bucket = self._open[key] = _Bucket(key, now)
+            bucket = self._open[key] = _Bucket(key, now, lane)
         entry = _Entry(req, now, asyncio.get_running_loop().create_future())
         bucket.entries.append(entry)
         if bucket.size >= self.cap:
@@ -151,7 +155,7 @@ class Joiner:
             flushed = self._clock()
             self.observer.joined(len(responses), [flushed - e.arrived for e in entries])
         try:
-            async with self.service.admit():  # one slot per joint judgment, not per waiting caller
+            async with self.service.admission.slot(bucket.lane):  # one slot per joint judgment, not per caller
                 result = await self.service.judge(joint)
         except asyncio.CancelledError:
             for e in entries:

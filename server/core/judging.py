@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from meta_rm.protocol import MetaRM, MetaRMInput
+from server.core.admission import Admission, AdmissionObserver
 from server.core.completion import BoxCompleter, parse_generation
 from server.core.errors import (
     InvalidRequestError,
     NoValidJudgmentError,
-    OverloadedError,
     RequestTimeoutError,
     first_failure,
     meta_rm_errors,
@@ -151,39 +150,17 @@ class JudgeService:
         settings: Settings,
         meta_rm: MetaRM | None = None,
         observer: JudgeObserver | None = None,
+        admission_observer: AdmissionObserver | None = None,
     ) -> None:
         self.generator = generator
         self.meta_rm = meta_rm
         self.prompts = prompts
         self.settings = settings
         self.observer = observer
-        self._in_flight = 0
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    @contextlib.asynccontextmanager
-    async def admit(self, items: int = 1, *, param: str | None = None) -> AsyncIterator[None]:
-        """Admission control over judged items (one per JudgeRequest: a batch of 64 counts 64): more than
-        `limits.max_concurrent_requests` in flight is refused at once (429); a single call that could never
-        fit is a 400 naming `param`."""
-        limit = self.settings.limits.max_concurrent_requests
-        if items > limit:
-            raise InvalidRequestError(
-                f"{items} items to judge in one call exceed the in-flight limit ({limit}); split the call",
-                param=param,
-                code="too_many_items",
-            )
-        if self._in_flight + items > limit:
-            raise OverloadedError(
-                f"{self._in_flight} items in flight, {items} more asked (limit {limit}); retry shortly"
-            )
-        self._in_flight += items
-        try:
-            yield
-        finally:
-            self._in_flight -= items
+        lim = settings.limits
+        self.admission = Admission(
+            lim.max_concurrent_requests, lim.max_queued_items, lim.queue_timeout_s, admission_observer
+        )
 
     async def judge(self, req: JudgeRequest) -> JudgeResult:
         plan = plan_request(req, self.settings, has_meta_rm=self.meta_rm is not None, template=self.prompts.template)
