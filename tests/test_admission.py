@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,8 @@ from hypothesis import strategies as st
 
 from server.core.admission import Admission
 from server.core.errors import InvalidRequestError, OverloadedError
-from server.core.generators.base import Generation, SamplingConfig
+from server.core.generators.base import Generation, Partial, SamplingConfig
+from server.core.generators.vllm_local import VLLMGenerator
 from tests.conftest import app_client
 from tests.fakes import ScriptedGenerator, wait_until
 from tests.test_faults import live
@@ -169,6 +171,26 @@ async def test_get_reward_with_more_prompt_groups_than_slots_gets_every_answer(j
         assert await item_gauges(client) == (0, 0)
 
 
+async def test_joined_per_sample_calls_take_one_slot_per_joint_judgment_through_the_queue() -> None:
+    gen = CountingGenerator(delay_s=0.05)
+    limits = {"limits.max_concurrent_requests": 2, "rewards.join_window_s": 0.05, "rewards.join_max_wait_s": 2}
+    async with app_client(limits, generator=gen) as (client, _):
+        calls = [  # 30 per-sample calls (one rollout each) for 3 prompts, sent at once
+            client.post(
+                "/get_reward", json={"query": [f"P{j % 3}:" + "x" * (j % 9 + 1)], "prompts": [f"P{j % 3}:"], "k": 2}
+            )
+            for j in range(30)
+        ]
+        responses = await asyncio.gather(*calls)
+        assert [r.status_code for r in responses] == [200] * 30
+        assert [r.json()["rewards"] for r in responses] == [[float(j % 9 + 1)] for j in range(30)]
+        text = (await client.get("/metrics")).text
+        # one joint judgment of ten rollouts per prompt; the third waited for a slot instead of getting a 429
+        assert gauge(text, "grm_reward_join_size_count") == 3 and gauge(text, "grm_reward_join_size_sum") == 30
+        assert len(gen.calls) == 3 * 2 and gen.peak == 2 * 2  # k=2: two engine calls per joint judgment
+        assert await item_gauges(client) == (0, 0)
+
+
 async def test_score_batch_with_more_items_than_slots_gets_every_answer() -> None:
     gen = CountingGenerator(delay_s=0.02)
     async with app_client({"limits.max_concurrent_requests": 4}, generator=gen) as (client, _):
@@ -258,3 +280,59 @@ async def test_a_small_call_arriving_during_a_big_batch_finishes_first() -> None
         assert len(gen.calls) < 40
         r = await big
         assert r.status_code == 200 and len(r.json()["rewards"]) == 40
+
+
+# The real vLLM engine
+
+
+class BorrowedEngine:
+    """The session's real vLLM engine lent to one app (the app's lifespan neither starts nor closes it), counting
+    how many of its calls run at once."""
+
+    def __init__(self, engine: VLLMGenerator) -> None:
+        self.engine = engine
+        self.running = self.peak = 0
+
+    @property
+    def model_name(self) -> str:
+        return self.engine.model_name
+
+    @property
+    def chars_per_token(self) -> float | None:
+        return self.engine.chars_per_token
+
+    async def start(self) -> None:
+        return None
+
+    async def generate(self, prompt: str, sampling: SamplingConfig, request_id: str) -> Generation:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            return await self.engine.generate(prompt, sampling, request_id)
+        finally:
+            self.running -= 1
+
+    async def continue_judgments(
+        self, prompt: str, partials: Sequence[Partial], sampling: SamplingConfig, request_id: str
+    ) -> Generation:
+        return await self.engine.continue_judgments(prompt, partials, sampling, request_id)
+
+    async def check_ready(self) -> None:
+        await self.engine.check_ready()
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.engine
+async def test_real_engine_judges_a_reward_batch_above_the_slots(vllm_generator: VLLMGenerator) -> None:
+    engine = BorrowedEngine(vllm_generator)
+    limits = {"limits.max_concurrent_requests": 2, "judging.max_tokens": 112, "rewards.strict": True}
+    async with app_client(limits, generator=engine) as (client, _):
+        r = await client.post("/get_reward", json=reward_body(3, seed=3))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        # Strict: every group was judged by the model (no fallback); its scores are the model's, only bounded here.
+        assert len(body["rewards"]) == 3 and all(1 <= x <= 10 for x in body["rewards"])
+        assert engine.peak == 2  # three groups through two slots
+        assert await item_gauges(client) == (0, 0)
