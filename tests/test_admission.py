@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.core.admission import Admission
-from server.core.errors import InvalidRequestError, OverloadedError
+from server.core.errors import BackendError, InvalidRequestError, OverloadedError
 from server.core.generators.base import Generation, Partial, SamplingConfig
 from server.core.generators.vllm_local import VLLMGenerator
 from tests.conftest import app_client
@@ -249,6 +249,32 @@ async def test_an_item_past_the_queue_deadline_fails_the_call_and_cancels_its_ot
         assert r.json()["error"]["code"] == "queue_timeout"
         assert len(gen.calls) == 1 and gen.cancelled == 1  # the one being judged was aborted, not orphaned
         assert await item_gauges(client) == (0, 0)
+
+
+@dataclass
+class FailingGenerator(CountingGenerator):
+    """Fails the judgments of prompt P0 after `fail_after_s`; the others take `delay_s`."""
+
+    fail_after_s: float = 0.1
+
+    async def generate(self, prompt: str, sampling: SamplingConfig, request_id: str) -> Generation:
+        if "P0:" in prompt:
+            await asyncio.sleep(self.fail_after_s)
+            raise BackendError("scripted engine failure")
+        return await super().generate(prompt, sampling, request_id)
+
+
+async def test_a_fatal_item_error_cancels_the_calls_other_items() -> None:
+    gen = FailingGenerator(delay_s=30)
+    limits = {"limits.max_concurrent_requests": 2, "rewards.join": False}
+    async with app_client(limits, generator=gen) as (client, _):
+        r = await client.post("/get_reward", json=reward_body(5))
+        assert r.status_code == 502 and r.json()["error"]["type"] == "backend_error"
+        assert gen.running == 0 and gen.cancelled == len(gen.calls) >= 1  # running siblings aborted
+        assert len(gen.calls) <= 2  # at most one queued sibling got P0's slot as the call failed
+        assert await item_gauges(client) == (0, 0)
+        await asyncio.sleep(0.2)
+        assert gen.running == 0 and await item_gauges(client) == (0, 0)  # and nothing started later
 
 
 async def test_a_client_disconnect_cancels_the_calls_queued_items() -> None:
