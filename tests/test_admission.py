@@ -173,7 +173,7 @@ async def test_get_reward_with_more_prompt_groups_than_slots_gets_every_answer(j
 
 async def test_joined_per_sample_calls_take_one_slot_per_joint_judgment_through_the_queue() -> None:
     gen = CountingGenerator(delay_s=0.05)
-    limits = {"limits.max_concurrent_requests": 2, "rewards.join_window_s": 0.05, "rewards.join_max_wait_s": 2}
+    limits = {"limits.max_concurrent_requests": 2, "rewards.join_window_s": 1, "rewards.join_max_wait_s": 5}
     async with app_client(limits, generator=gen) as (client, _):
         calls = [  # 30 per-sample calls (one rollout each) for 3 prompts, sent at once
             client.post(
@@ -242,7 +242,7 @@ async def test_a_call_over_the_queue_bound_gets_429_and_nothing_of_it_runs() -> 
 
 async def test_an_item_past_the_queue_deadline_fails_the_call_and_cancels_its_other_items() -> None:
     gen = ScriptedGenerator(delay_s=30)
-    limits = {"limits.max_concurrent_requests": 1, "limits.queue_timeout_s": 0.3, "rewards.join": False}
+    limits = {"limits.max_concurrent_requests": 1, "limits.queue_timeout_s": 1.0, "rewards.join": False}
     async with app_client(limits, generator=gen) as (client, _):
         r = await client.post("/get_reward", json=reward_body(3))
         assert r.status_code == 429 and r.headers["retry-after"] == "1"
@@ -255,7 +255,7 @@ async def test_an_item_past_the_queue_deadline_fails_the_call_and_cancels_its_ot
 class FailingGenerator(CountingGenerator):
     """Fails the judgments of prompt P0 after `fail_after_s`; the others take `delay_s`."""
 
-    fail_after_s: float = 0.1
+    fail_after_s: float = 0.5
 
     async def generate(self, prompt: str, sampling: SamplingConfig, request_id: str) -> Generation:
         if "P0:" in prompt:
