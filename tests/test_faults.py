@@ -88,7 +88,7 @@ async def test_engine_crash_is_a_502_not_a_500() -> None:
 
 
 async def test_overload_gets_429_with_retry_after_and_nothing_is_lost() -> None:
-    gen = ScriptedGenerator(delay_s=0.4)
+    gen = ScriptedGenerator(delay_s=1.0)  # 19 of the 50 must arrive within one judgment
     async with (
         live(gen, **{"limits.max_concurrent_requests": 8, "limits.max_queued_items": 10}) as url,
         httpx.AsyncClient(base_url=url, timeout=30) as client,
