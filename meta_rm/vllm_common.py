@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def configure_cpu_environment(cache_dir: str, kvcache_gb: int) -> None:
@@ -32,3 +37,39 @@ def shutdown(engine: Any) -> None:
     """Stop an `AsyncLLM` if there is one (idempotent for the caller, which drops its reference)."""
     if engine is not None:
         engine.shutdown()
+
+
+async def construct_off_loop(build: Callable[[], T], discard: Callable[[T], None]) -> T:
+    """Run the blocking `build` (tokenizer load, `AsyncLLM` construction: seconds, up to minutes) in a thread,
+    so the event loop keeps answering /health and /ready meanwhile. If the caller is cancelled while it runs,
+    whatever it builds is handed to `discard` in a thread of its own, never left running unowned."""
+    future = asyncio.get_running_loop().run_in_executor(None, build)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+
+        def orphaned(done: asyncio.Future[T]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                threading.Thread(target=discard, args=(done.result(),), daemon=True, name="engine-discard").start()
+
+        future.add_done_callback(orphaned)
+        raise
+
+
+def bind_to_loop(engine: Any) -> None:
+    """Start the background tasks an `AsyncLLM` starts itself when it is built inside the event loop (built in a
+    thread, it would start them only at its first request, and miss an engine failure before that)."""
+    start_output_handler = getattr(engine, "_run_output_handler", None)
+    if callable(start_output_handler):
+        start_output_handler()
+    client = getattr(engine, "engine_core", None)
+    for name in ("_ensure_output_queue_task", "_ensure_stats_update_task"):
+        start = getattr(client, name, None)
+        if callable(start):
+            start()
+
+
+async def shutdown_off_loop(engine: Any) -> None:
+    """`shutdown` in a thread: stopping an `AsyncLLM` joins its engine process (vLLM's shutdown is thread-safe)."""
+    if engine is not None:
+        await asyncio.to_thread(shutdown, engine)

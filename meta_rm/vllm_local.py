@@ -10,7 +10,14 @@ from typing import Any, cast
 from meta_rm.errors import MetaRMBackendError, MetaRMConfigError, MetaRMUnavailableError
 from meta_rm.inputs import encode
 from meta_rm.protocol import MetaRMInput
-from meta_rm.vllm_common import configure_cpu_environment, readiness_problem, shutdown
+from meta_rm.vllm_common import (
+    bind_to_loop,
+    configure_cpu_environment,
+    construct_off_loop,
+    readiness_problem,
+    shutdown,
+    shutdown_off_loop,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +56,26 @@ class VLLMMetaRM:
         return self._name
 
     async def start(self) -> None:
+        """Build the tokenizer and the pooling engine in a thread (they block for seconds), so the event loop
+        keeps answering meanwhile, at start and on a supervised restart."""
+        try:
+            self._tokenizer, self._engine = await construct_off_loop(self._build, lambda built: shutdown(built[1]))
+        except MetaRMConfigError:
+            raise
+        except Exception as exc:
+            self._error = f"vLLM pooling engine failed to start: {exc}"
+            raise MetaRMUnavailableError(self._error) from exc
+        bind_to_loop(self._engine)
+        if "classify" not in await self._engine.get_supported_tasks():
+            engine, self._engine = self._engine, None
+            await shutdown_off_loop(engine)
+            raise MetaRMConfigError(
+                f"{self._model_path} is not a sequence-classification model (vLLM cannot classify with it)"
+            )
+        self._error = None
+
+    def _build(self) -> tuple[Any, Any]:
+        """(tokenizer, pooling AsyncLLM): blocking, run off the loop."""
         configure_cpu_environment(self._cache_dir, kvcache_gb=1)
         try:
             import torch
@@ -71,19 +98,7 @@ class VLLMMetaRM:
             enforce_eager=self._eager,
             distributed_executor_backend="uni" if self._tp == 1 else None,
         )
-        try:
-            self._tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self._model_path)
-            self._engine = AsyncLLM.from_engine_args(args)
-        except Exception as exc:
-            self._error = f"vLLM pooling engine failed to start: {exc}"
-            raise MetaRMUnavailableError(self._error) from exc
-        if "classify" not in await self._engine.get_supported_tasks():
-            self._engine.shutdown()
-            self._engine = None
-            raise MetaRMConfigError(
-                f"{self._model_path} is not a sequence-classification model (vLLM cannot classify with it)"
-            )
-        self._error = None
+        return AutoTokenizer.from_pretrained(self._model_path), AsyncLLM.from_engine_args(args)
 
     async def _one(self, ids: list[int]) -> float:
         from vllm import PoolingParams
@@ -122,6 +137,5 @@ class VLLMMetaRM:
 
     async def close(self) -> None:
         if self._engine is not None:
-            shutdown(self._engine)
-            self._engine = None
-            self._error = "Meta RM engine closed"
+            engine, self._engine, self._error = self._engine, None, "Meta RM engine closed"
+            await shutdown_off_loop(engine)

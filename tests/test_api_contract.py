@@ -153,24 +153,26 @@ async def test_every_route_takes_the_same_knobs_with_the_same_bounds(route: str,
 async def test_a_batch_counts_each_item_against_admission() -> None:
     gen = ScriptedGenerator(delay_s=30)
     item = {"query": "q", "responses": ["a"]}
-    async with client_for({"limits.max_concurrent_requests": 4}, generator=gen) as client:
-        err = assert_error(await client.post("/score/batch", json={"items": [item] * 5, "k": 1}), 400, "items")
-        assert err["code"] == "too_many_items" and "in-flight limit (4)" in err["message"]
-        slow = asyncio.create_task(client.post("/score/batch", json={"items": [item] * 3, "k": 1}))
-        for _ in range(500):  # until the three items are in the engine (bounded)
-            if len(gen.calls) == 3:
+    limits = {"limits.max_concurrent_requests": 4, "limits.max_queued_items": 2}
+    async with client_for(limits, generator=gen) as client:
+        err = assert_error(await client.post("/score/batch", json={"items": [item] * 7, "k": 1}), 400, "items")
+        assert err["code"] == "too_many_items" and "(4 judged + 2 queued)" in err["message"]
+        slow = asyncio.create_task(client.post("/score/batch", json={"items": [item] * 5, "k": 1}))
+        for _ in range(500):  # until four items are in the engine and one waits (bounded)
+            if len(gen.calls) == 4:
                 break
             await asyncio.sleep(0.01)
-        assert len(gen.calls) == 3
-        r = await client.post("/score/batch", json={"items": [item] * 2, "k": 1})  # 3 + 2 > 4
+        assert len(gen.calls) == 4 and "grm_items_queued 1.0" in (await client.get("/metrics")).text
+        r = await client.post("/score/batch", json={"items": [item] * 2, "k": 1})  # 4 + 1 + 2 > 4 + 2
         assert_error(r, 429, kind="rate_limit_exceeded")
-        assert r.headers["retry-after"] == "1"
-        gen.delay_s = 0
-        assert (await client.post("/score", json={**item, "k": 1})).status_code == 200  # 3 + 1 fits
+        assert r.headers["retry-after"] == "1" and r.json()["error"]["code"] == "queue_full"
         slow.cancel()
         await asyncio.gather(slow, return_exceptions=True)
+        gen.delay_s = 0
+        assert (await client.post("/score", json={**item, "k": 1})).status_code == 200
     groups = {"text_1": ["q1", "q2", "q3", "q4", "q5"], "text_2": ["a", "b", "c", "d", "e"], "k": 1}
-    async with client_for({"limits.max_concurrent_requests": 4}) as client:  # five text_1 groups = five items
+    limits = {"limits.max_concurrent_requests": 4, "limits.max_queued_items": 0}
+    async with client_for(limits) as client:  # five text_1 groups = five items, no queue
         assert_error(await client.post("/v1/score", json=groups), 400, "text_1")
 
 

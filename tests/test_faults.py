@@ -88,9 +88,9 @@ async def test_engine_crash_is_a_502_not_a_500() -> None:
 
 
 async def test_overload_gets_429_with_retry_after_and_nothing_is_lost() -> None:
-    gen = ScriptedGenerator(delay_s=0.4)
+    gen = ScriptedGenerator(delay_s=1.0)  # 19 of the 50 must arrive within one judgment
     async with (
-        live(gen, **{"limits.max_concurrent_requests": 8}) as url,
+        live(gen, **{"limits.max_concurrent_requests": 8, "limits.max_queued_items": 10}) as url,
         httpx.AsyncClient(base_url=url, timeout=30) as client,
     ):
         bodies: list[dict[str, Any]] = [
@@ -99,7 +99,7 @@ async def test_overload_gets_429_with_retry_after_and_nothing_is_lost() -> None:
         responses = await asyncio.gather(*(client.post("/score", json=b) for b in bodies))
     statuses = [r.status_code for r in responses]
     assert len(responses) == 50 and set(statuses) <= {200, 429}
-    assert 8 <= statuses.count(200) < 50 and statuses.count(429) >= 1
+    assert 18 <= statuses.count(200) < 50 and statuses.count(429) >= 1  # 8 judged + 10 queued at least
     for body, r in zip(bodies, responses, strict=True):
         if r.status_code == 200:  # every accepted request got its own, correct answer
             assert r.json()["rewards"] == [len(body["responses"][0])]

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from server.core.admission import Admission
 from server.core.errors import (
     BackendError,
     BackendUnavailableError,
@@ -132,15 +133,23 @@ async def test_backend_failure_surfaces_as_backend_error() -> None:
         await make_service(ScriptedGenerator(down=True)).judge(request())
 
 
-async def test_admission_control_refuses_beyond_the_limit() -> None:
-    service = make_service(ScriptedGenerator(), **{"limits.max_concurrent_requests": 1})
-    async with service.admit():
-        with pytest.raises(OverloadedError):
-            async with service.admit():
+async def test_admission_queues_beyond_the_slots_and_refuses_beyond_the_queue() -> None:
+    service = make_service(ScriptedGenerator(), **{"limits.max_concurrent_requests": 1, "limits.max_queued_items": 1})
+    adm = service.admission
+    async with adm.slot():
+        waiting = asyncio.create_task(_hold(adm))
+        await wait_until(lambda: adm.queued == 1, 5, "the second item queued")
+        with pytest.raises(OverloadedError):  # one judged, one queued: a third does not fit
+            async with adm.slot():
                 pass
-    async with service.admit():
-        assert service.in_flight == 1
-    assert service.in_flight == 0
+        assert (adm.in_flight, adm.queued) == (1, 1)
+    await waiting  # the slot was handed over
+    assert (adm.in_flight, adm.queued) == (0, 0)
+
+
+async def _hold(adm: Admission) -> None:
+    async with adm.slot():
+        assert adm.in_flight == 1
 
 
 async def test_meta_rm_keeps_the_top_k_meta() -> None:

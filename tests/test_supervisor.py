@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +21,7 @@ from server.core.settings import Settings, SupervisionSettings
 from server.core.supervisor import EngineState, SupervisedGenerator, SupervisedMetaRM, Supervisor
 from server.http.app import create_app
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM
+from tests.threaded import Prober, serve_in_thread
 
 FAST = {"backoff_initial_s": 0.0, "backoff_max_s": 0.0, "check_interval_s": 0.01}
 SCORE = {"query": "q?", "responses": ["a", "bbb"], "k": 2, "seed": 1}
@@ -220,3 +223,51 @@ def test_supervise_wraps_exactly_the_restartable_generators() -> None:
     assert not wrapped.restartable and wrapped.retried == 2  # supervised once; the retry count shows through
     remote = ScriptedGenerator(restartable=False)
     assert supervise(Settings(), remote, None)[0] is remote
+
+
+class SlowEngine:
+    """Stands in for `AsyncLLM`: built by a blocking constructor, stopped by a blocking shutdown, killable."""
+
+    def __init__(self, build_s: float) -> None:
+        time.sleep(build_s)  # what AsyncLLM.from_engine_args does while its engine process loads the model
+        self.errored = False
+        self.shut = False
+
+    def shutdown(self) -> None:
+        time.sleep(1.0)  # joining the dead engine process
+        self.shut = True
+
+
+def test_a_blocking_engine_rebuild_keeps_health_and_ready_answering(
+    embedded_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-process engine's constructor blocks for 3 s (AsyncLLM loading a model) and its shutdown for 1 s;
+    while the supervisor tears the dead one down and builds a new one, /health and /ready keep answering
+    within 1 s (a Kubernetes liveness probe's timeout) over real HTTP: the build runs off the event loop."""
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from server.core.generators.vllm_local import VLLMGenerator
+
+    built: list[SlowEngine] = []
+
+    def from_engine_args(args: Any, *rest: Any, **kw: Any) -> SlowEngine:
+        built.append(SlowEngine(3.0))
+        return built[-1]
+
+    monkeypatch.setattr(AsyncLLM, "from_engine_args", staticmethod(from_engine_args))
+    settings = Settings().with_overrides({f"supervision.{k}": v for k, v in FAST.items()})
+    gen = VLLMGenerator(settings.generator, str(embedded_model), str(settings.cache_dir))
+    with serve_in_thread(create_app(settings, generator=gen)) as url:
+        assert httpx.get(url + "/ready", timeout=5).status_code == 200 and len(built) == 1
+        with Prober(url + "/health") as health, Prober(url + "/ready") as ready:
+            time.sleep(0.3)
+            built[0].errored = True  # the engine process died
+            deadline = time.monotonic() + 60
+            while not (len(built) == 2 and ready.statuses[-1:] == [200]):
+                assert time.monotonic() < deadline, f"no rebuild: {len(built)} built, /ready {ready.statuses[-5:]}"
+                time.sleep(0.05)
+    assert built[0].shut  # the dead engine was shut down before the rebuild
+    assert 503 in ready.statuses, ready.statuses  # the heal was seen...
+    assert len(health.latencies) >= 20  # ...over 4+ s of polling every 0.1 s
+    assert set(health.statuses) == {200}, health.statuses
+    assert max(health.latencies) < 1.0 and max(ready.latencies) < 1.0, (health.latencies, ready.latencies)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from meta_rm.protocol import MetaRM
+from server.core.admission import AdmissionObserver
 from server.core.embedded import EMBEDDED_NAME, prepare_embedded_model
 from server.core.errors import meta_rm_errors
 from server.core.generators.base import Generator
@@ -88,6 +89,7 @@ async def open_service(
     meta_rm: MetaRM | None = None,
     observer: JudgeObserver | None = None,
     on_supervisor: Callable[[Supervisor], None] | None = None,
+    admission_observer: AdmissionObserver | None = None,
 ) -> AsyncIterator[JudgeService]:
     """Build (unless given), start, and finally close the engines; yield the judging service."""
     prompts = build_prompt_builder(settings)
@@ -104,7 +106,14 @@ async def open_service(
         if rm is not None:
             with meta_rm_errors():
                 await rm.start()
-        yield JudgeService(gen, prompts, settings, meta_rm=rm, observer=observer)
+        yield JudgeService(
+            gen,
+            prompts,
+            settings,
+            meta_rm=rm,
+            observer=observer,
+            admission_observer=admission_observer,
+        )
     finally:
         if rm is not None:
             await rm.close()

@@ -9,7 +9,7 @@ GRMError                       (500 internal_error)
 ├── BackendError               (502 backend_error; the engine failed or is unreachable)
 │   └── BackendUnavailableError (503 backend_unavailable; not loaded / not ready)
 ├── NoValidJudgmentError       (502 no_valid_judgment; every sampled judgment was unparseable)
-├── OverloadedError            (429 rate_limit_exceeded; too many judged items in flight)
+├── OverloadedError            (429 rate_limit_exceeded; the judging queue is full or an item waited too long)
 ├── RequestTimeoutError        (504 timeout; the engine requests were aborted)
 └── ClientDisconnected         (499 client_closed_request; the client left, its engine requests were aborted)
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from server.core.admission import Lane
 from server.core.errors import InvalidRequestError
 from server.core.judging import JudgeService, Plan
 from server.core.types import JudgeRequest, JudgeResult
@@ -49,6 +50,7 @@ class _Bucket:
     key: JudgeRequest
     opened: float
     plan: Plan  # of the joint request of its entries (one that leaves only lowers what it needs)
+    lane: Lane | None  # the admission lane of the caller that opened it
     entries: list[_Entry] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     task: asyncio.Task[None] | None = None
@@ -86,12 +88,14 @@ class Joiner:
     def open_buckets(self) -> int:
         return len(self._open)
 
-    async def judge(self, req: JudgeRequest) -> JudgeResult:
+    async def judge(self, req: JudgeRequest, lane: Lane | None = None) -> JudgeResult:
         """Judge `req`'s responses, jointly with other waiting requests for the same conversation and knobs.
-        Each request is planned once: alone when it opens a bucket, else as the joint request it makes."""
+        Each request is planned once: alone when it opens a bucket, else as the joint request it makes. A
+        judgment waits for its slot in `lane` (its call's place in the admission queue; for a joint one, the
+        lane of the caller that opened it)."""
         if len(req.responses) >= self.cap:
             plan = self.service.plan(req)  # a bad request fails alone
-            async with self.service.admit():
+            async with self.service.admission.slot(lane):
                 return await self.service.judge(req, plan)
         key = join_key(req)
         bucket = self._open.get(key)
@@ -101,7 +105,7 @@ class Joiner:
             bucket = None
         now = self._clock()
         if bucket is None or joint_plan is None:
-            bucket = self._open[key] = _Bucket(key, now, self.service.plan(req))  # a bad request fails alone
+            bucket = self._open[key] = _Bucket(key, now, self.service.plan(req), lane)  # a bad request fails alone
         else:
             bucket.plan = joint_plan
         entry = _Entry(req, now, asyncio.get_running_loop().create_future())
@@ -154,7 +158,7 @@ class Joiner:
             flushed = self._clock()
             self.observer.joined(len(responses), [flushed - e.arrived for e in entries])
         try:
-            async with self.service.admit():  # one slot per joint judgment, not per waiting caller
+            async with self.service.admission.slot(bucket.lane):  # one slot per joint judgment, not per caller
                 result = await self.service.judge(joint, bucket.plan)
         except asyncio.CancelledError:
             for e in entries:

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from meta_rm.protocol import MetaRM, MetaRMInput
+from server.core.admission import Admission, AdmissionObserver
 from server.core.completion import COMPLETION_SEED_PART, BoxCompleter, parse_generation
 from server.core.errors import (
     ConfigurationError,
     InvalidRequestError,
     NoValidJudgmentError,
-    OverloadedError,
     RequestTimeoutError,
     first_failure,
     meta_rm_errors,
 )
 from server.core.generators.base import Generation, Generator, SamplingConfig
+from server.core.offload import INLINE_CHARS, off_loop, text_chars
 from server.core.prompts import (
     PromptBuilder,
     StructuredOutput,
@@ -167,6 +167,7 @@ class JudgeService:
         settings: Settings,
         meta_rm: MetaRM | None = None,
         observer: JudgeObserver | None = None,
+        admission_observer: AdmissionObserver | None = None,
     ) -> None:
         self.generator = generator
         self.meta_rm = meta_rm
@@ -174,37 +175,14 @@ class JudgeService:
         self.settings = settings
         self.observer = observer
         self.planner = Planner(settings, prompts.template, has_meta_rm=meta_rm is not None)
-        self._in_flight = 0
+        lim = settings.limits
+        self.admission = Admission(
+            lim.max_concurrent_requests, lim.max_queued_items, lim.queue_timeout_s, admission_observer
+        )
 
     def plan(self, req: JudgeRequest) -> Plan:
         """`req`'s effective parameters (defaults and bounds); an InvalidRequestError when one is out of bounds."""
         return self.planner.plan(req)
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    @contextlib.asynccontextmanager
-    async def admit(self, items: int = 1, *, param: str | None = None) -> AsyncIterator[None]:
-        """Admission control over judged items (one per JudgeRequest: a batch of 64 counts 64): more than
-        `limits.max_concurrent_requests` in flight is refused at once (429); a single call that could never
-        fit is a 400 naming `param`."""
-        limit = self.settings.limits.max_concurrent_requests
-        if items > limit:
-            raise InvalidRequestError(
-                f"{items} items to judge in one call exceed the in-flight limit ({limit}); split the call",
-                param=param,
-                code="too_many_items",
-            )
-        if self._in_flight + items > limit:
-            raise OverloadedError(
-                f"{self._in_flight} items in flight, {items} more asked (limit {limit}); retry shortly"
-            )
-        self._in_flight += items
-        try:
-            yield
-        finally:
-            self._in_flight -= items
 
     async def judge(self, req: JudgeRequest, plan: Plan | None = None) -> JudgeResult:
         """Judge `req`; `plan` is its plan when the caller already made it (`self.plan(req)`)."""
@@ -221,7 +199,8 @@ class JudgeService:
     async def _run(self, req: JudgeRequest, plan: Plan) -> JudgeResult:
         n = len(req.responses)
         orders = plan_orders(n, plan.k, plan.seed, self.settings.judging.order_strategy)
-        prompts = [self.prompts.build(req.messages, [req.responses[i] for i in o.order]) for o in orders]
+        shown = tuple(o.order for o in orders)  # O(body) text work below: off the loop when big
+        prompts, neutralized = await off_loop(render_request, self.prompts, req, shown, heavy=_heavy(req))
         regex = None
         if plan.structured_output is StructuredOutput.REGEX:
             regex = self.prompts.score_regex(n, plan.max_tokens, self.generator.chars_per_token or 1.0)
@@ -274,7 +253,7 @@ class JudgeService:
             seed=plan.seed,
             usage=usage,
             samples=tuple(samples),
-            neutralized=count_neutralized(req),
+            neutralized=neutralized,
         )
         if self.observer is not None:
             self.observer.judged(result)
@@ -313,7 +292,7 @@ class JudgeService:
         valid = [i for i, s in enumerate(samples) if s.scores is not None]
         if k_meta == 0 or self.meta_rm is None:
             return [replace(s, kept=s.scores is not None) for s in samples]
-        conversation = render_conversation(req.messages)
+        conversation = await off_loop(render_conversation, req.messages, heavy=_heavy(req))
         inputs = [
             MetaRMInput(conversation, tuple(req.responses[j] for j in samples[i].order), samples[i].text) for i in valid
         ]
@@ -322,6 +301,18 @@ class JudgeService:
         chosen = {valid[i] for i in select_top(rewards, k_meta)}
         meta = dict(zip(valid, rewards, strict=True))
         return [replace(s, kept=i in chosen, meta_reward=meta.get(i)) for i, s in enumerate(samples)]
+
+
+def render_request(
+    prompts: PromptBuilder, req: JudgeRequest, orders: Sequence[Sequence[int]]
+) -> tuple[list[str], Neutralizations]:
+    """The judging prompt for each response order, and what the rendering neutralized (pure: runs anywhere)."""
+    built = [prompts.build(req.messages, [req.responses[i] for i in order]) for order in orders]
+    return built, count_neutralized(req)
+
+
+def _heavy(req: JudgeRequest) -> bool:
+    return text_chars([m.content for m in req.messages], req.responses) > INLINE_CHARS
 
 
 def count_neutralized(req: JudgeRequest) -> Neutralizations:

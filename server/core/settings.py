@@ -97,9 +97,23 @@ class LimitsSettings(BaseModel):
     max_response_chars: int = Field(32_000, ge=1, description="characters per response")
     max_query_chars: int = Field(64_000, ge=1, description="characters in the conversation")
     max_body_bytes: int = Field(4_000_000, ge=1024, description="HTTP body size")
-    max_batch_items: int = Field(64, ge=1, description="items per batch request")
+    max_batch_items: int = Field(4096, ge=1, description="items per /score/batch request")
     max_concurrent_requests: int = Field(
-        64, ge=1, description="items judged at once (a batch item or prompt group counts one); beyond: 429"
+        64,
+        ge=1,
+        description="items judged at once (a /score call, a batch item, a prompt group, a joint judgment each "
+        "count one); more wait in the queue",
+    )
+    max_queued_items: int = Field(
+        4096,
+        ge=0,
+        description="items waiting for a judging slot, over all calls (served round-robin by call); a call that "
+        "does not fit gets 429 with Retry-After, one that never could (more than max_concurrent_requests + this) 400",
+    )
+    queue_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="longest an item waits in the queue after its call arrived; beyond: 429, call cancelled",
     )
     request_timeout_s: float = Field(300.0, gt=0, description="per-request deadline; beyond: 504 and engine abort")
 

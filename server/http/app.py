@@ -37,7 +37,14 @@ def create_app(settings: Settings, generator: Generator | None = None, meta_rm: 
         async with contextlib.AsyncExitStack() as stack:
             try:
                 runtime.service = await stack.enter_async_context(
-                    open_service(settings, generator, meta_rm, observer=metrics, on_supervisor=watch)
+                    open_service(
+                        settings,
+                        generator,
+                        meta_rm,
+                        observer=metrics,
+                        on_supervisor=watch,
+                        admission_observer=metrics,
+                    )
                 )
                 runtime.error = None
                 metrics.count_retries({"grm": runtime.service.generator, "meta_rm": runtime.service.meta_rm})

@@ -71,7 +71,23 @@ class Metrics:
             "grm_client_disconnects_total", "requests cancelled by a client disconnect", registry=self.registry
         )
         self.in_flight = Gauge(
-            "grm_requests_in_flight", "HTTP requests in flight (queue depth)", registry=self.registry
+            "grm_requests_in_flight",
+            "HTTP requests in flight (see grm_items_* for judged items)",
+            registry=self.registry,
+        )
+        self.items_in_flight = Gauge(
+            "grm_items_in_flight",
+            "judged items holding a slot (a /score call, a batch item, a prompt group, a joint judgment each one)",
+            registry=self.registry,
+        )
+        self.items_queued = Gauge(
+            "grm_items_queued", "judged items waiting in the queue for a slot", registry=self.registry
+        )
+        self.items_refused = Counter(
+            "grm_items_refused_total",
+            "calls refused by admission (429): queue_full, or an item past queue_timeout_s",
+            ["reason"],
+            registry=self.registry,
         )
         self.engine_restarts = Counter(
             "grm_engine_restarts_total", "in-process engine restarts after a death", ["engine"], registry=self.registry
@@ -113,6 +129,14 @@ class Metrics:
     def count_retries(self, engines: Mapping[str, object]) -> None:
         """Export the retry counts of the engines that keep one (`retried`: the remote ones)."""
         self._retries.engines = {name: e for name, e in engines.items() if isinstance(getattr(e, "retried", None), int)}
+
+    # AdmissionObserver
+    def admission(self, in_flight: int, queued: int) -> None:
+        self.items_in_flight.set(in_flight)
+        self.items_queued.set(queued)
+
+    def refused(self, reason: str) -> None:
+        self.items_refused.labels(reason).inc()
 
     # JoinObserver
     def joined(self, size: int, waits: Sequence[float]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from server.core.admission import all_or_none
 from server.core.errors import (
     BackendUnavailableError,
     GRMError,
@@ -118,13 +118,14 @@ class Serving:
 
     async def score(self, req: ScoreRequest, request_id: str) -> ScoreResponse:
         service = self.runtime.require()
-        async with service.admit():
+        async with service.admission.slot():
             result = await service.judge(req.judge_request(req.conversation(), req.responses, request_id))
         return ScoreResponse.from_result(result, with_samples=req.return_samples)
 
     async def score_batch(self, req: ScoreBatchRequest, request_id: str) -> ScoreBatchResponse:
-        """Each item is validated and judged on its own; a bad item gets an error entry, the rest go on.
-        Admission counts the valid items: a batch of 64 takes 64 of the in-flight slots."""
+        """Each item is validated and judged on its own; a bad item or a failed judgment gets an error entry, the
+        rest go on. Each valid item is one admitted item: beyond the free slots they wait in the queue (a call
+        that does not fit there is refused whole, and an item that waits past the deadline fails the call)."""
         service = self.runtime.require()
         items, limit = req.items, self.settings.limits.max_batch_items
         if not items:
@@ -142,28 +143,35 @@ class Serving:
                 continue
             parsed.append(req.judge_request(item.conversation(), item.responses, f"{request_id}-{i}"))
 
-        async def one(entry: JudgeRequest | ErrorResponse) -> ScoreResponse | ErrorResponse:
-            if isinstance(entry, ErrorResponse):
-                return entry
-            try:
-                result = await service.judge(entry)
-            except GRMError as exc:
-                return ErrorResponse.model_validate(exc.to_body())
-            return ScoreResponse.from_result(result, with_samples=req.return_samples)
+        with service.admission.call(sum(isinstance(e, JudgeRequest) for e in parsed), param="items") as lane:
 
-        async with service.admit(sum(isinstance(e, JudgeRequest) for e in parsed), param="items"):
-            results = await asyncio.gather(*(one(e) for e in parsed))
-        return ScoreBatchResponse(id=request_id, results=list(results))
+            async def one(entry: JudgeRequest | ErrorResponse) -> ScoreResponse | ErrorResponse:
+                if isinstance(entry, ErrorResponse):
+                    return entry
+                async with service.admission.slot(lane):  # a queue timeout here fails the call
+                    try:
+                        result = await service.judge(entry)
+                    except GRMError as exc:
+                        return ErrorResponse.model_validate(exc.to_body())
+                return ScoreResponse.from_result(result, with_samples=req.return_samples)
+
+            results = await all_or_none(one(e) for e in parsed)
+        return ScoreBatchResponse(id=request_id, results=results)
 
     async def _judge_groups(
         self, groups: Sequence[_Group], knobs: Knobs, request_id: str, param: str
     ) -> list[JudgeResult]:
-        """Judge several (conversation, responses) groups concurrently, each counted by admission;
-        any failure fails the call."""
+        """Judge several (conversation, responses) groups concurrently, each one admitted item (queued beyond
+        the free slots); any failure fails the call and cancels its other groups."""
         service = self.runtime.require()
         requests = [knobs.judge_request(g.messages, g.texts, f"{request_id}-{j}") for j, g in enumerate(groups)]
-        async with service.admit(len(requests), param=param):
-            return list(await asyncio.gather(*(service.judge(r) for r in requests)))
+        with service.admission.call(len(requests), param=param) as lane:
+
+            async def one(r: JudgeRequest) -> JudgeResult:
+                async with service.admission.slot(lane):
+                    return await service.judge(r)
+
+            return await all_or_none(one(r) for r in requests)
 
     async def vllm_score(self, req: VLLMScoreRequest, request_id: str) -> VLLMScoreResponse:
         """vLLM Score API: candidates sharing a `text_1` are judged together; score = mean mapped to 0..1."""
@@ -252,23 +260,27 @@ class Serving:
         engine outages still fail the call so the trainer retries."""
         service = self.runtime.require()
         service.planner.knobs(knobs.judge_request((), ()), responses=1)  # a bad shared knob fails the call once
-        judge = self.joiner(service).judge if self.settings.rewards.join else service.judge
+        joiner = self.joiner(service) if self.settings.rewards.join else None
         strict = self.settings.rewards.strict
-
-        async def one(req: JudgeRequest) -> JudgeResult | None:
-            try:
-                return await judge(req)
-            except (InvalidRequestError, NoValidJudgmentError) as exc:
-                if strict or exc.param in _CALL_KNOBS:  # a bad knob is the caller's error, not the group's
-                    raise
-                logger.warning("%s: fallback reward for %d rollouts: %s", req.request_id, len(req.responses), exc)
-                return None
-
         requests = [knobs.judge_request(g.messages, g.texts, f"{request_id}-{j}") for j, g in enumerate(groups)]
-        if self.settings.rewards.join:  # the joiner admits each joint judgment: waiting rollouts take no slot
-            return list(await asyncio.gather(*(one(r) for r in requests)))
-        async with service.admit(len(requests), param=param):
-            return list(await asyncio.gather(*(one(r) for r in requests)))
+        with service.admission.call(len(requests), param=param) as lane:
+
+            async def judge(req: JudgeRequest) -> JudgeResult:
+                if joiner is not None:  # the joiner admits each joint judgment: waiting rollouts take no slot
+                    return await joiner.judge(req, lane)
+                async with service.admission.slot(lane):
+                    return await service.judge(req)
+
+            async def one(req: JudgeRequest) -> JudgeResult | None:
+                try:
+                    return await judge(req)
+                except (InvalidRequestError, NoValidJudgmentError) as exc:
+                    if strict or exc.param in _CALL_KNOBS:  # a bad knob is the caller's error, not the group's
+                        raise
+                    logger.warning("%s: fallback reward for %d rollouts: %s", req.request_id, len(req.responses), exc)
+                    return None
+
+            return await all_or_none(one(r) for r in requests)
 
     async def chat_reward(self, req: ChatRewardRequest, request_id: str) -> ChatRewardResponse:
         """OpenAI-compatible reward call: judge the final assistant turn against the conversation before it."""

@@ -9,7 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from meta_rm.vllm_common import configure_cpu_environment, readiness_problem, shutdown
+from meta_rm.vllm_common import (
+    bind_to_loop,
+    configure_cpu_environment,
+    construct_off_loop,
+    readiness_problem,
+    shutdown,
+    shutdown_off_loop,
+)
 from server.core.errors import BackendError, BackendUnavailableError, ConfigurationError, InvalidRequestError
 from server.core.generators.base import Generation, Partial, SamplingConfig, nth_seed, one_each
 from server.core.prompts import TemplateName, measure_chars_per_token
@@ -56,6 +63,22 @@ class VLLMGenerator:
         return self._chars_per_token
 
     async def start(self) -> None:
+        """Build the tokenizer and the engine in a thread (they block for seconds): the loop keeps serving
+        /health and /ready meanwhile, at start and when the supervisor rebuilds a dead engine."""
+        try:
+            self._tokenizer, self._chars_per_token, self._engine = await construct_off_loop(
+                self._build, lambda built: shutdown(built[2])
+            )
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            self._error = f"vLLM engine failed to start: {exc}"
+            raise BackendUnavailableError(self._error) from exc
+        bind_to_loop(self._engine)
+        self._error = None
+
+    def _build(self) -> tuple[Any, float, Any]:
+        """(tokenizer, chars per token, AsyncLLM): blocking, run off the loop."""
         configure_cpu_environment(self._cache_dir, self._settings.cpu_kvcache_gb)
         try:
             from transformers import AutoTokenizer
@@ -88,16 +111,11 @@ class VLLMGenerator:
             structured_outputs_config=StructuredOutputsConfig(backend=s.structured_output_backend),
             distributed_executor_backend="uni" if s.tensor_parallel_size == 1 else None,
         )
-        try:
-            self._tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self._model_path)
-            self._chars_per_token = measure_chars_per_token(
-                lambda text: len(self._tokenizer.encode(text, add_special_tokens=False)), TemplateName.DEEPSEEK_GRM
-            )
-            self._engine = AsyncLLM.from_engine_args(args)
-        except Exception as exc:
-            self._error = f"vLLM engine failed to start: {exc}"
-            raise BackendUnavailableError(self._error) from exc
-        self._error = None
+        tokenizer = AutoTokenizer.from_pretrained(self._model_path)
+        chars_per_token = measure_chars_per_token(
+            lambda text: len(tokenizer.encode(text, add_special_tokens=False)), TemplateName.DEEPSEEK_GRM
+        )
+        return tokenizer, chars_per_token, AsyncLLM.from_engine_args(args)
 
     def _encode(self, prompt: str) -> list[int]:
         ids = self._tokenizer.apply_chat_template(
@@ -199,6 +217,5 @@ class VLLMGenerator:
 
     async def close(self) -> None:
         if self._engine is not None:
-            shutdown(self._engine)
-            self._engine = None
-            self._error = "engine closed"
+            engine, self._engine, self._error = self._engine, None, "engine closed"
+            await shutdown_off_loop(engine)

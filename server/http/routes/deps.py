@@ -26,7 +26,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "missing or wrong API key"),
         (404, "unknown model"),
         (413, "body too large"),
-        (429, "too many items in flight (Retry-After)"),
+        (429, "the judging queue is full, or an item waited past queue_timeout_s (Retry-After)"),
         (502, "the engine or the Meta RM failed, or no judgment was parseable"),
         (503, "engines not loaded or not ready"),
         (504, "judging timed out"),
