@@ -327,6 +327,14 @@ class BorrowedEngine:
     def chars_per_token(self) -> float | None:
         return self.engine.chars_per_token
 
+    @property
+    def restartable(self) -> bool:
+        return False  # lent: the app must not supervise (rebuild) the session's engine
+
+    @property
+    def retried(self) -> int:
+        return 0
+
     async def start(self) -> None:
         return None
 

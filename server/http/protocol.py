@@ -166,8 +166,8 @@ class ScoreRequest(ScoreParams, ScoreItem):
 
 
 class ScoreBatchRequest(ScoreParams):
-    """`POST /score/batch`: items judged concurrently with shared parameters; each item counts against
-    the in-flight limit (`limits.max_concurrent_requests`)."""
+    """`POST /score/batch`: items judged concurrently with shared parameters; each item is one admitted item
+    (at most `limits.max_concurrent_requests` judged at once, the rest wait in the queue)."""
 
     items: list[Any] = Field(
         description="1..limits.max_batch_items, each a ScoreItem ({query | messages, responses}); a bad item gets "

@@ -178,5 +178,6 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
         return task.result()
     finally:
         watcher.cancel()
-        if not task.done():
+        if not task.done():  # the handler itself was cancelled: the work's cleanup (slots, engine aborts) ends first
             task.cancel()
+            await asyncio.wait({task})
