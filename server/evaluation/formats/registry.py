@@ -199,7 +199,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         conv.rmb_pairwise, "a pair (multi-turn prompt)", scoring.labelled_accuracy,
         "accuracy (chosen strictly above reject)",
         "Zhou-Zoey/RMB-Reward-Model-Benchmark 2be3180: `eval/scripts/my_run_rm.py`",
-        "Zhou-Zoey/RMB-Reward-Model-Benchmark 2be3180 `RMB_dataset/Pairwise_set/**/*.json` (each readable file)",
+        "Zhou-Zoey/RMB-Reward-Model-Benchmark 2be3180 `RMB_dataset/Pairwise_set/**/*.json`: 46 files, 14543 rows (3 "
+        "more files not readable here)",
         fields=("conversation_input", "chosen", "reject"),
     ),
     Benchmark(
@@ -207,7 +208,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         conv.rmb_bon, "best-of-N, one request", scoring.labelled_accuracy,
         "accuracy: the best answer strictly above every loser",
         "Zhou-Zoey/RMB-Reward-Model-Benchmark 2be3180 (README; its code scores pairs only)",
-        "Zhou-Zoey/RMB-Reward-Model-Benchmark 2be3180 `RMB_dataset/BoN_set/**/*.json` (each readable file)",
+        "Zhou-Zoey/RMB-Reward-Model-Benchmark 2be3180 `RMB_dataset/BoN_set/**/*.json`: all 49 files, 3786 rows",
         fields=("conversation_input", "bon_best", "loser_list"),
     ),
     Benchmark(
