@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -116,7 +117,7 @@ def test_paper_table_puts_ours_beside_the_paper() -> None:
 # --- ports of the upstream scorers -------------------------------------------------------------------------------
 
 
-def upstream_rb2_credit(scores: list[float]) -> float:
+def upstream_rb2_credit(scores: Sequence[float]) -> float:
     """allenai/reward-bench rewardbench/utils.py `reroll_and_score_dataset`: the penalty for ties."""
     arr = np.array(scores)
     max_val = np.max(arr)
@@ -130,7 +131,8 @@ def upstream_ties(dataset: list[dict[str, Any]]) -> float:
         sample_type, prompt_id_str = sample["id"].split(":")
         for i, score in enumerate(sample["scores"]):
             grouped[(sample_type, int(prompt_id_str))].append((i < sample["num_correct"], score))
-    ref_stats, tied_stats = {}, {}
+    ref_stats: dict[int, tuple[bool, float | None, float]] = {}
+    tied_stats: dict[int, tuple[bool, float | None, float]] = {}
     for (sample_type, prompt_id), samples in grouped.items():
         correct = [s for c, s in samples if c]
         incorrect = [s for c, s in samples if not c]
@@ -140,9 +142,9 @@ def upstream_ties(dataset: list[dict[str, Any]]) -> float:
     ref_accuracy = np.mean([s[0] for s in ref_stats.values()]) if ref_stats else 0.0
     tied_accuracy = np.mean([s[0] for s in tied_stats.values()]) if tied_stats else 0.0
     all_prompts = set(ref_stats) & set(tied_stats)
-    diff_corr_margin = np.array([tied_stats[pid][1] for pid in all_prompts], dtype=float)
-    corr_incorrect_ties = np.array([tied_stats[pid][2] for pid in all_prompts], dtype=float)
-    corr_incorrect_ref = np.array([ref_stats[pid][2] for pid in all_prompts], dtype=float)
+    diff_corr_margin = np.array([tied_stats[pid][1] for pid in all_prompts], dtype=np.float64)
+    corr_incorrect_ties = np.array([tied_stats[pid][2] for pid in all_prompts], dtype=np.float64)
+    corr_incorrect_ref = np.array([ref_stats[pid][2] for pid in all_prompts], dtype=np.float64)
     correctness_preferred = np.mean(corr_incorrect_ties > diff_corr_margin)
     correctness_preferred_hard = np.mean(np.minimum(corr_incorrect_ref, corr_incorrect_ties) > diff_corr_margin)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -221,9 +223,11 @@ def test_ties_zero_spread_counts_as_upstream() -> None:
     # tied:0's correct answers share one score (spread 0): upstream's tanh(gap / 0 - 1) is tanh(+inf) = 1 for a
     # positive gap, tanh(-inf) = -1 for a negative one, nan -> 0 for a zero gap
     for tied, margin in (([5, 5, 1], 1.0), ([1, 1, 3], -1.0), ([2, 2, 2], 0.0)):
-        rows = [{"id": "ref:0", "scores": [9, 0], "num_correct": 1}, {"id": "tied:0", "scores": tied, "num_correct": 2}]
-        assert upstream_ties(rows) == pytest.approx(rules.ties_score({r["id"]: (r["scores"], 2 if "tied" in r["id"]
-                                                                             else 1) for r in rows}))  # fmt: skip
+        rows: list[dict[str, Any]] = [
+            {"id": "ref:0", "scores": [9, 0], "num_correct": 1},
+            {"id": "tied:0", "scores": tied, "num_correct": 2},
+        ]
+        assert upstream_ties(rows) == pytest.approx(rules.ties_score({"ref:0": ([9, 0], 1), "tied:0": (tied, 2)}))
         tied_acc = float(tied[1] > tied[2])
         expected = 0.3 * tied_acc + 0.3 + 0.2 * tied_acc + 0.2 * tied_acc + 0.01 * margin
         assert upstream_ties(rows) == pytest.approx(expected)
@@ -231,13 +235,17 @@ def test_ties_zero_spread_counts_as_upstream() -> None:
 
 DOMAINS = ("chat", "code", "math", "safety-refuse", "safety-response")
 rm_rows = st.lists(
-    st.tuples(st.sampled_from(DOMAINS), st.lists(small, min_size=3, max_size=3), st.lists(small, min_size=3, max_size=3)),
+    st.tuples(
+        st.sampled_from(DOMAINS), st.lists(small, min_size=3, max_size=3), st.lists(small, min_size=3, max_size=3)
+    ),
     min_size=1,
     max_size=12,
 )
 
 
-def _rm_judged(rows: list[tuple[str, list[int], list[int]]]) -> list[tuple[dict[str, Any], dict[str, Any], tuple[float, ...]]]:
+def _rm_judged(
+    rows: list[tuple[str, list[int], list[int]]],
+) -> list[tuple[dict[str, Any], dict[str, Any], tuple[float, ...]]]:
     return [
         ({"id": f"{n}:c{i}r{j}"}, {"domain": d, "chosen_style": i, "rejected_style": j}, (float(c[i]), float(r[j])))
         for n, (d, c, r) in enumerate(rows)
@@ -253,7 +261,12 @@ def test_rmbench_total_file_is_upstreams(rows: list[tuple[str, list[int], list[i
     rows = fixed + rows  # upstream's total needs every domain
     upstream = upstream_rmbench([{"domain": d, "score_chosen": c, "score_rejected": r} for d, c, r in rows])
     ours = scoring.rmbench(_rm_judged(rows))
-    for mine, theirs in (("hard", "hard_acc"), ("normal", "normal_acc"), ("easy", "easy_acc"), ("avg", "total_avg_acc")):
+    for mine, theirs in (
+        ("hard", "hard_acc"),
+        ("normal", "normal_acc"),
+        ("easy", "easy_acc"),
+        ("avg", "total_avg_acc"),
+    ):
         assert ours[mine] == pytest.approx(100 * upstream[theirs], abs=0.006)
     assert set(ours["per_domain"]) == {"chat", "code", "math", "safety"}
     for domain, scores in ours["per_domain"].items():
@@ -291,9 +304,7 @@ def test_judgebench_both_orders_is_upstreams(label: str, first: str, second_as_j
         ([2, 2, 1], [0, 2, 1], {"accuracy": 2 / 3, "precision": 0.5, "recall": 2 / 3, "f1": (2 / 3 + 1) / 3}),
     ],
 )
-def test_pandalm_ties_are_a_third_label(
-    predicted: list[int], majority: list[int], expected: dict[str, float]
-) -> None:
+def test_pandalm_ties_are_a_third_label(predicted: list[int], majority: list[int], expected: dict[str, float]) -> None:
     """PandaLM's label space is {0 tie, 1, 2}: a tie is a class of its own in the macro average (README labels)."""
     out = rules.pandalm_scores(predicted, majority)
     assert out == {k: pytest.approx(v) for k, v in expected.items()}

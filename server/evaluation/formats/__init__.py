@@ -40,7 +40,9 @@ def detect(row: Any) -> str:
             f"the row resembles {' or '.join(loose)} but lacks its distinguishing fields (fields: {_fields(row)}); "
             f"pass --format {loose[0]} if that is what it is"
         )
-    raise ValueError(f"not a known benchmark format (fields: {_fields(row)}); accepted: {accepted()} (--format to force)")
+    raise ValueError(
+        f"not a known benchmark format (fields: {_fields(row)}); accepted: {accepted()} (--format to force)"
+    )
 
 
 def _shape_change(entry: Benchmark, row: Any, first: str) -> str | None:
@@ -51,7 +53,10 @@ def _shape_change(entry: Benchmark, row: Any, first: str) -> str | None:
     strict, _ = fits(row)
     if not missing and entry.fit(row) is not None and (not strict or entry.name in strict):
         return None
-    now = f"missing field {missing[0]!r}" if missing else f"this row reads as {' or '.join(strict) or 'no known format'}"
+    parts = [f"this row reads as {' or '.join(strict)}"] if strict and entry.name not in strict else []
+    if missing:
+        parts.append(f"missing field {missing[0]!r} of {entry.name}")
+    now = "; ".join(parts) or f"this row does not fit {entry.name} (fields: {_fields(row)})"
     return f"the rows change shape here: {now} (the file's first row, {first}, reads as {entry.name})"
 
 
@@ -84,9 +89,7 @@ def load_benchmark(path: Path, fmt: str | None = None) -> tuple[list[dict[str, A
                 raise ValueError(f"expected an object, got {type(row).__name__}")
             items.extend(entry.convert(row, index, path.name))
         except KeyError as exc:
-            raise FormatError(
-                name, _msg(label, f"missing field {exc.args[0]!r} for format {fmt}"), line=where
-            ) from exc
+            raise FormatError(name, _msg(label, f"missing field {exc.args[0]!r} for format {fmt}"), line=where) from exc
         except (TypeError, ValueError) as exc:
             raise FormatError(name, _msg(label, f"{exc} (format {fmt})"), line=where) from exc
     return items, fmt

@@ -68,7 +68,9 @@ def rewardbench2(row: Item, index: int, file: str = "") -> list[Item]:
     chosen, rejected = _texts(row["chosen"], "chosen"), _texts(row["rejected"], "rejected")
     num_correct = row["num_correct"]
     if num_correct != len(chosen):
-        raise ValueError(f"field 'num_correct' ({num_correct!r}) must equal the number of chosen answers ({len(chosen)})")
+        raise ValueError(
+            f"field 'num_correct' ({num_correct!r}) must equal the number of chosen answers ({len(chosen)})"
+        )
     meta = {"benchmark": "rewardbench2", "subset": subset, "num_correct": num_correct}
     prompt = _text(row["prompt"], "prompt")
     return [_item(row.get("id", index), f"rewardbench2/{subset}", prompt, chosen + rejected, 0, subset, meta)]
@@ -94,7 +96,9 @@ def rmbench_domain(row: Item, file: str) -> str:
     subset = row.get("subset")
     if isinstance(subset, str) and subset in RMBENCH_SUBSETS:
         return RMBENCH_SUBSETS[subset]
-    raise ValueError(f"no 'domain' field, and neither the file name nor the subset names one of {list(RMBENCH_DOMAINS)}")
+    raise ValueError(
+        f"no 'domain' field, and neither the file name nor the subset names one of {list(RMBENCH_DOMAINS)}"
+    )
 
 
 def rmbench(row: Item, index: int, file: str = "") -> list[Item]:
