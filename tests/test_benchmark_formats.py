@@ -215,7 +215,7 @@ def _write(rows: list[dict[str, Any]], path: Path) -> Path:
 @pytest.mark.parametrize(
     ("rows", "suffix", "needles"),
     [
-        ([_loose_rmbench_row()], ".json", ["row 1", "resembles rewardbench2 or rm-bench", "--format rewardbench2"]),
+        ([_loose_rmbench_row()], ".json", ["row 1", "resembles rewardbench2 or rm-bench", "--format NAME (one of rewardbench2, rm-bench)"]),
         ([_ambiguous_row()], ".jsonl", ["line 1", "fits several formats: judgebench, rmb-pairwise", "--format"]),
     ],
 )  # fmt: skip

@@ -36,9 +36,10 @@ def detect(row: Any) -> str:
     if len(strict) > 1:
         raise ValueError(f"the row fits several formats: {', '.join(strict)}; pass --format NAME to choose one")
     if loose:
+        force = f"--format {loose[0]}" if len(loose) == 1 else f"--format NAME (one of {', '.join(loose)})"
         raise ValueError(
             f"the row resembles {' or '.join(loose)} but lacks its distinguishing fields (fields: {_fields(row)}); "
-            f"pass --format {loose[0]} if that is what it is"
+            f"pass {force} if that is what it is"
         )
     raise ValueError(
         f"not a known benchmark format (fields: {_fields(row)}); accepted: {accepted()} (--format to force)"
