@@ -276,11 +276,29 @@ def test_the_detected_format_of_every_file_prints_before_judging(monkeypatch: py
     assert first < second < out.index("judging stops here")
 
 
-def test_docs_table_is_generated_from_the_registry() -> None:
-    spec = importlib.util.spec_from_file_location("gen_benchmark_doc", GEN_DOC)
+def _deploy_script(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_verify_script_checks_files_against_the_expected_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    verify = _deploy_script(ROOT / "deploy" / "verify_benchmarks.py")
+    files = sorted(PUBLISHED.glob("rm-bench_*.json"))
+    assert verify.main(["--expect", "rm-bench", *map(str, files), "--json", str(tmp_path / "v.json")]) == 0
+    rows = json.loads((tmp_path / "v.json").read_text())
+    assert [r["items"] for r in rows] == [9 * len(source_rows(f)) for f in files] and all(r["ok"] for r in rows)
+    assert verify.main(["--expect", "pandalm", str(PUBLISHED / "judgebench_claude.jsonl")]) == 1
+    assert verify.main([str(DATA / "bad_unknown.jsonl")]) == 1
+    assert "0 of 1 files" in capsys.readouterr().out
+
+
+def test_docs_table_is_generated_from_the_registry() -> None:
+    gen = _deploy_script(GEN_DOC)
     committed = (ROOT / "docs" / "standard_benchmarks.md").read_text(encoding="utf-8")
     assert committed == gen.render(committed), "the table is stale: run python deploy/gen_benchmark_doc.py"
     assert all(f"| `{name}` |" in committed for name in REGISTRY)
