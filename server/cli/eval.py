@@ -112,7 +112,9 @@ def eval_command(
             )
         try:
             for path in options.data:  # before any engine starts: a bad file ends here, exit 2
-                load_benchmark(path, data_format)
+                items, found = load_benchmark(path, data_format)
+                how = "forced" if data_format is not None else "detected"
+                typer.echo(f"{path}: {found} ({how}), {len(items)} items", err=True)
         except FormatError as exc:
             fail(f"cannot read {exc}\naccepted formats: {accepted()}")
         results = asyncio.run(run_evaluation(options, settings, url, api_key))

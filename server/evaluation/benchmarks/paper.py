@@ -22,11 +22,11 @@ def _get(official: dict[str, Any], bench: str, method: str, field: str) -> float
 
 def our_row(official: dict[str, Any], method: str) -> tuple[float | None, ...]:
     """RewardBench score, PPE-P and PPE-C accuracy, RMB (mean of pairwise and BoN present), their mean if all four."""
-    rmb = [v for b in ("rmb_pairwise", "rmb_bon") if (v := _get(official, b, method, "accuracy")) is not None]
+    rmb = [v for b in ("rmb-pairwise", "rmb-bon") if (v := _get(official, b, method, "accuracy")) is not None]
     row = [
         _get(official, "rewardbench", method, "Score"),
-        _get(official, "ppe_preference", method, "accuracy"),
-        _get(official, "ppe_correctness", method, "accuracy"),
+        _get(official, "ppe-preference", method, "accuracy"),
+        _get(official, "ppe-correctness", method, "accuracy"),
         round(sum(rmb) / len(rmb), 2) if rmb else None,
     ]
     present = [v for v in row if v is not None]

@@ -1,8 +1,9 @@
 """Each benchmark's own scoring rule on rewards in source order (the order of the published file).
 
-Sources (read and ported, see docs/standard_benchmarks.md): allenai/reward-bench rewardbench/constants.py,
-rewardbench/utils.py (sections, RewardBench 2 Ties); THU-KEG/RM-Bench scripts/utils.py (3x3 style matrix);
-ScalerLab/JudgeBench utils/metrics.py (both orders); lmarena/PPE; Zhou-Zoey/RMB; WeOpenML/PandaLM.
+Sources (read and ported; commits in docs/standard_benchmarks.md): allenai/reward-bench rewardbench/constants.py,
+rewardbench/utils.py (sections, RewardBench 2 Ties), scripts/run_v2.py, rewardbench/utils.py
+`reroll_and_score_dataset` (best-of-N credit); THU-KEG/RM-Bench scripts/utils.py `compute_accuracy` (3x3 style
+matrix, domain averaging); ScalerLab/JudgeBench utils/metrics.py (both orders); WeOpenML/PandaLM README (labels).
 """
 
 from __future__ import annotations
@@ -78,14 +79,27 @@ def ties_score(prompts: Mapping[str, tuple[Sequence[float], int]]) -> float | No
             continue
         preferred.append(float(tied_gap > spread))
         hard.append(float(min(ref_gap, tied_gap) > spread))
-        margins.append(math.tanh(min(ref_gap, tied_gap) / spread - 1) if spread else 0.0)
+        margins.append(_tanh_ratio(min(ref_gap, tied_gap), spread))
     return (
         0.30 * tied_acc
         + 0.30 * ref_acc
         + 0.20 * (_mean(preferred) or 0.0)
         + 0.20 * (_mean(hard) or 0.0)
-        + 0.01 * (_mean(margins) or 0.0) * tied_acc
+        + 0.01 * (_mean(margins) or 0.0)
     )
+
+
+def _tanh_ratio(gap: float, spread: float) -> float:
+    """Upstream's `np.nan_to_num(np.tanh(gap / spread - 1))`: a zero spread gives +-1 (tanh of +-inf), 0/0 gives 0."""
+    if spread:
+        return math.tanh(gap / spread - 1)
+    return 0.0 if gap == 0 else math.copysign(1.0, gap)
+
+
+def best_of_n_credit(rewards: Sequence[float]) -> float:
+    """RewardBench 2 (non-Ties): 1/m when the chosen answer (index 0) is one of m answers tied at the top, else 0."""
+    top = max(rewards)
+    return 1.0 / sum(r == top for r in rewards) if rewards[0] == top else 0.0
 
 
 def rmbench_matrix(pairs: Sequence[tuple[int, int, bool]]) -> dict[str, float | None]:
@@ -97,7 +111,26 @@ def rmbench_matrix(pairs: Sequence[tuple[int, int, bool]]) -> dict[str, float | 
     hard = [a for (i, j), a in acc.items() if i < j]
     normal = [a for (i, j), a in acc.items() if i == j]
     easy = [a for (i, j), a in acc.items() if i > j]
-    return {"hard": _mean(hard), "normal": _mean(normal), "easy": _mean(easy), "avg": _mean(list(acc.values()))}
+    out = {"hard": _mean(hard), "normal": _mean(normal), "easy": _mean(easy)}
+    return {**out, "avg": _mean([v for v in out.values() if v is not None])}
+
+
+def rmbench_domain_group(domain: str) -> str:
+    """Upstream's `split_dataset_by_domain`: chat, math, code, safety (safety-refuse and safety-response together)."""
+    return "safety" if domain.startswith("safety") else domain
+
+
+def rmbench_scores(pairs: Mapping[str, Sequence[tuple[int, int, bool]]]) -> dict[str, object]:
+    """RM-Bench overall: hard / normal / easy / avg = the mean over domains of each domain's matrix (README formula)."""
+    groups: dict[str, list[tuple[int, int, bool]]] = defaultdict(list)
+    for domain, found in pairs.items():
+        groups[rmbench_domain_group(domain)].extend(found)
+    per_domain = {d: rmbench_matrix(v) for d, v in sorted(groups.items())}
+    out: dict[str, object] = {}
+    for key in ("hard", "normal", "easy", "avg"):
+        out[key] = _mean([v for m in per_domain.values() if (v := m[key]) is not None])
+    out["per_domain"] = per_domain
+    return out
 
 
 def decision(reward_a: float, reward_b: float) -> str:

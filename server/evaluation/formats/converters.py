@@ -1,8 +1,9 @@
 """Converters from each benchmark's published row layout to the normalized item dict (MANIFEST.md of the dev data).
 
-Every converter returns a list of normalized items (RM-Bench gives 9 pairs per row) and raises KeyError/TypeError/
-ValueError on a malformed row; `load_benchmark` turns those into a FormatError naming the file, line and field.
-`meta.benchmark` names the official scoring rule (server/evaluation/benchmarks/).
+Every converter takes (row, index in the file, file name), returns a list of normalized items (RM-Bench gives 9 pairs
+per row) and raises KeyError/TypeError/ValueError on a malformed row; `load_benchmark` turns those into a FormatError
+naming the file, line and field. `meta.benchmark` is the registry name (formats/registry.py), the one spelling used by
+`--format`, in results and in the official scores.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _item(
     }
 
 
-def normalized(row: Item, index: int) -> list[Item]:
+def normalized(row: Item, index: int, file: str = "") -> list[Item]:
     _texts(row["responses"], "responses")
     label = row["label"]
     if label is not None and not (isinstance(label, int) and 0 <= label < len(row["responses"])):
@@ -52,7 +53,7 @@ def normalized(row: Item, index: int) -> list[Item]:
     return [{**row, "id": str(row.get("id", index))}]
 
 
-def rewardbench(row: Item, index: int) -> list[Item]:
+def rewardbench(row: Item, index: int, file: str = "") -> list[Item]:
     subset = _text(row["subset"], "subset")
     responses = [_text(row["chosen"], "chosen"), _text(row["rejected"], "rejected")]
     meta = {"benchmark": "rewardbench", "subset": subset}
@@ -61,21 +62,51 @@ def rewardbench(row: Item, index: int) -> list[Item]:
     ]
 
 
-def rewardbench2(row: Item, index: int) -> list[Item]:
+def rewardbench2(row: Item, index: int, file: str = "") -> list[Item]:
+    """All answers in one best-of-N request, the `num_correct` correct ones first (as upstream's unrolling)."""
     subset = _text(row["subset"], "subset")
     chosen, rejected = _texts(row["chosen"], "chosen"), _texts(row["rejected"], "rejected")
-    num_correct = int(row.get("num_correct") or len(chosen))
+    num_correct = row["num_correct"]
+    if num_correct != len(chosen):
+        raise ValueError(
+            f"field 'num_correct' ({num_correct!r}) must equal the number of chosen answers ({len(chosen)})"
+        )
     meta = {"benchmark": "rewardbench2", "subset": subset, "num_correct": num_correct}
     prompt = _text(row["prompt"], "prompt")
     return [_item(row.get("id", index), f"rewardbench2/{subset}", prompt, chosen + rejected, 0, subset, meta)]
 
 
-def rmbench(row: Item, index: int) -> list[Item]:
+# The subsets of RM-Bench's per-domain files (which carry no `domain`), by domain.
+RMBENCH_SUBSETS = {
+    "alpacaeval": "chat", "bigcode/humanevalpack": "code", "refusals-dangerous": "safety-refuse",
+    "refusals-offensive": "safety-refuse", "xstest-should-refuse": "safety-refuse",
+    "xstest-should-respond": "safety-response",
+}  # fmt: skip
+RMBENCH_DOMAINS = ("chat", "code", "math", "safety-refuse", "safety-response")
+
+
+def rmbench_domain(row: Item, file: str) -> str:
+    """`domain` of the total file; else the per-domain file's name (`chat_filtered.json`); else the subset's domain."""
+    if "domain" in row:
+        return _text(row["domain"], "domain")
+    name = file.rsplit("/", 1)[-1].lower()
+    for domain in RMBENCH_DOMAINS:
+        if name.endswith(f"{domain}_filtered.json"):
+            return domain
+    subset = row.get("subset")
+    if isinstance(subset, str) and subset in RMBENCH_SUBSETS:
+        return RMBENCH_SUBSETS[subset]
+    raise ValueError(
+        f"no 'domain' field, and neither the file name nor the subset names one of {list(RMBENCH_DOMAINS)}"
+    )
+
+
+def rmbench(row: Item, index: int, file: str = "") -> list[Item]:
     """Each of the 3 chosen styles against each of the 3 rejected styles: 9 pairs, chosen first (label 0)."""
     chosen, rejected = _texts(row["chosen"], "chosen"), _texts(row["rejected"], "rejected")
     if len(chosen) != 3 or len(rejected) != 3:
         raise ValueError("fields 'chosen' and 'rejected' must each hold 3 responses (concise, detailed, markdown)")
-    domain, row_id, prompt = str(row["domain"]), row.get("id", index), _text(row["prompt"], "prompt")
+    domain, row_id, prompt = rmbench_domain(row, file), row.get("id", index), _text(row["prompt"], "prompt")
     return [
         _item(
             f"{row_id}:c{i}r{j}",
@@ -84,14 +115,14 @@ def rmbench(row: Item, index: int) -> list[Item]:
             [chosen[i], rejected[j]],
             0,
             domain,
-            {"benchmark": "rmbench", "domain": domain, "row": str(row_id), "chosen_style": i, "rejected_style": j},
+            {"benchmark": "rm-bench", "domain": domain, "row": str(row_id), "chosen_style": i, "rejected_style": j},
         )
         for i in range(3)
         for j in range(3)
     ]
 
 
-def judgebench(row: Item, index: int) -> list[Item]:
+def judgebench(row: Item, index: int, file: str = "") -> list[Item]:
     label = row["label"]
     if label not in ("A>B", "B>A"):
         raise ValueError(f"field 'label' must be 'A>B' or 'B>A', got {label!r}")
@@ -114,19 +145,19 @@ def judgebench(row: Item, index: int) -> list[Item]:
 _WINNERS = {"model_a": 0, "response_1": 0, "a": 0, "1": 0, "model_b": 1, "response_2": 1, "b": 1, "2": 1}
 
 
-def ppe_preference(row: Item, index: int) -> list[Item]:
+def ppe_preference(row: Item, index: int, file: str = "") -> list[Item]:
     winner = str(row["winner"]).lower()
     label = _WINNERS.get(winner)
     if label is None and not winner.startswith("tie"):
         raise ValueError(f"field 'winner' must be model_a, model_b or tie*, got {row['winner']!r}")
     responses = [_text(row["response_1"], "response_1"), _text(row["response_2"], "response_2")]
-    meta = {"benchmark": "ppe_preference", "winner": winner}
+    meta = {"benchmark": "ppe-preference", "winner": winner}
     category = row.get("language") or row.get("category")
     row_id = row.get("question_id", row.get("id", index))
     return [_item(row_id, "ppe/human_preference", _text(row["prompt"], "prompt"), responses, label, category, meta)]
 
 
-def ppe_correctness(row: Item, index: int) -> list[Item]:
+def ppe_correctness(row: Item, index: int, file: str = "") -> list[Item]:
     """Best-of-K: `response_1..K` with `scores` (correct flags); the label is the first correct response."""
     flags = row["scores"]
     if not isinstance(flags, list) or not flags:
@@ -135,7 +166,7 @@ def ppe_correctness(row: Item, index: int) -> list[Item]:
     responses = [_text(row[f"response_{i + 1}"], f"response_{i + 1}") for i in range(len(correct))]
     label = correct.index(True) if any(correct) and not all(correct) else None
     pairs = row.get("sampled_conflict_pairs")
-    meta: Item = {"benchmark": "ppe_correctness", "correct": correct}
+    meta: Item = {"benchmark": "ppe-correctness", "correct": correct}
     if isinstance(pairs, list):
         meta["conflict_pairs"] = [[int(a), int(b)] for a, b in pairs]
     prompt = _text(row["prompt"], "prompt")
@@ -157,27 +188,36 @@ def _answer(value: Any, field: str) -> str:
     return _text(value["answer"], f"{field}.answer")
 
 
-def rmb_pairwise(row: Item, index: int) -> list[Item]:
+def rmb_pairwise(row: Item, index: int, file: str = "") -> list[Item]:
     responses = [_answer(row["chosen"], "chosen"), _answer(row["reject"], "reject")]
     category = row.get("category_path")
-    meta = {"benchmark": "rmb_pairwise", "category_path": category}
+    meta = {"benchmark": "rmb-pairwise", "category_path": category}
     prompt = _conversation(row["conversation_input"])
     return [_item(row.get("pair_uid", index), "rmb/pairwise", prompt, responses, 0, category, meta)]
 
 
-def rmb_bon(row: Item, index: int) -> list[Item]:
+def rmb_bon(row: Item, index: int, file: str = "") -> list[Item]:
     losers = row["loser_list"]
     if not isinstance(losers, list) or not losers:
         raise ValueError("field 'loser_list' must be a non-empty list of {answer} objects")
     responses = [_answer(row["bon_best"], "bon_best")] + [_answer(x, "loser_list[]") for x in losers]
     category = row.get("category_path")
-    meta = {"benchmark": "rmb_bon", "category_path": category}
+    meta = {"benchmark": "rmb-bon", "category_path": category}
     prompt = _conversation(row["conversation_input"])
     return [_item(row.get("bon_uid", index), "rmb/bon", prompt, responses, 0, category, meta)]
 
 
-def pandalm(row: Item, index: int) -> list[Item]:
-    """Majority of annotator1..3 (1: output_1, 2: output_2, 0: tie); no majority or a tie majority is a tie."""
+def _scalar_text(value: Any, field: str) -> str:
+    """A response the published file stores as a JSON scalar (testset-v1.json has `true` for the answer "True")."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, int | float):
+        return str(value)
+    return _text(value, field)
+
+
+def pandalm(row: Item, index: int, file: str = "") -> list[Item]:
+    """`data/testset-v1.json`: majority of annotator1..3 (1: response1, 2: response2, 0: tie); no majority is a tie."""
     votes = [int(row[f"annotator{i}"]) for i in (1, 2, 3)]
     if any(v not in (0, 1, 2) for v in votes):
         raise ValueError(f"fields 'annotator1..3' must be 0, 1 or 2, got {votes}")
@@ -186,36 +226,11 @@ def pandalm(row: Item, index: int) -> list[Item]:
     prompt = _text(row["instruction"], "instruction")
     if row.get("input"):
         prompt = f"{prompt}\n\n{_text(row['input'], 'input')}"
-    responses = [_text(row["output_1"], "output_1"), _text(row["output_2"], "output_2")]
+    responses = [_scalar_text(row["response1"], "response1"), _scalar_text(row["response2"], "response2")]
     meta = {"benchmark": "pandalm", "votes": votes, "majority": majority}
     label = None if majority == 0 else majority - 1
     category = row.get("motivation_app")
     return [_item(row.get("idx", index), "pandalm/testset-v1", prompt, responses, label, category, meta)]
 
 
-Converter = Callable[[Item, int], list[Item]]
-
-# name -> (converter, the fields whose presence identifies it); checked in order, most specific first.
-FORMATS: dict[str, tuple[Converter, tuple[str, ...]]] = {
-    "normalized": (normalized, ("prompt", "responses", "label")),
-    "judgebench": (judgebench, ("question", "response_A", "response_B", "label")),
-    "rmb-pairwise": (rmb_pairwise, ("conversation_input", "chosen", "reject")),
-    "rmb-bon": (rmb_bon, ("conversation_input", "bon_best", "loser_list")),
-    "pandalm": (pandalm, ("instruction", "output_1", "output_2", "annotator1")),
-    "ppe-correctness": (ppe_correctness, ("prompt", "response_1", "scores")),
-    "ppe-preference": (ppe_preference, ("prompt", "response_1", "response_2", "winner")),
-    "rm-bench": (rmbench, ("prompt", "chosen", "rejected", "domain")),
-    "rewardbench2": (rewardbench2, ("prompt", "chosen", "rejected", "subset", "@list")),
-    "rewardbench": (rewardbench, ("prompt", "chosen", "rejected", "subset")),
-}
-
-
-def detect(row: Any) -> str | None:
-    """The first format whose identifying fields the row has (`@list`: `chosen` is a list)."""
-    if not isinstance(row, dict):
-        return None
-    for name, (_, fields) in FORMATS.items():
-        needed = [f for f in fields if f != "@list"]
-        if all(f in row for f in needed) and ("@list" not in fields or isinstance(row.get("chosen"), list)):
-            return name
-    return None
+Converter = Callable[[Item, int, str], list[Item]]
