@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import assert_error
-from tests.fakes import ScriptedGenerator, score_by_length
+from tests.fakes import ScriptedGenerator, score_by_length, shown_responses
 
 
 def _garbage_for(marker: str) -> Any:
@@ -98,3 +98,20 @@ async def test_chat_completions_keeps_usage(app_factory: Any) -> None:
     body = (await client.post("/v1/chat/completions", json={"messages": messages, "k": 2})).json()
     usage = body["usage"]
     assert usage["prompt_tokens"] > 0 and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+async def test_get_reward_judges_a_prompt_cut_from_the_left(app_factory: Any) -> None:
+    """OpenRLHF cuts long prompts from the left and decodes with special tokens: the response is what follows the
+    prompt's surviving end, without the EOS marker; the judged conversation is the full prompt."""
+    gen = ScriptedGenerator()
+    client, _ = await app_factory(generator=gen)
+    prompt = "<|im_start|>user\nA long question about colours?<|im_end|>\n<|im_start|>assistant\n"
+    queries = [prompt[20:] + "Red.<|im_end|>", prompt + "Bluer<|im_end|>\n<|endoftext|>"]
+    r = await client.post("/get_reward", json={"query": queries, "prompts": [prompt, prompt], "k": 1})
+    assert r.status_code == 200, r.text
+    assert r.json()["rewards"] == [4.0, 5.0] and r.json()["extra_logs"]["valid"] == [1.0, 1.0]
+    (judged,) = {call[0] for call in gen.calls}  # one joint judgment
+    assert sorted(shown_responses(judged)) == ["Bluer", "Red."]
+    assert "A long question about colours?" in judged  # the whole prompt, not its cut end
+    r = await client.post("/get_reward", json={"query": ["zzz"], "prompts": [prompt]})
+    assert "shares no text" in assert_error(r, 400, "query.0")["message"]
