@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from server.core.content import content_text
+from server.core.content import turn_text
 from server.core.prompts import Message
 from server.http.protocol import Knobs, ScoreResponse, Text, valid_unicode
 
@@ -124,7 +124,7 @@ class SlimeRewardRequest(_Lenient):
 
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="allow")
-    role: Literal["system", "user", "assistant", "developer"]
+    role: Literal["system", "user", "assistant", "developer", "tool", "function", "ipython"]
     content: Text | list[dict[str, Any]] | None = None
 
     @field_validator("content")
@@ -137,7 +137,8 @@ class ChatMessageIn(BaseModel):
         return value
 
     def text(self) -> str:
-        return content_text(self.content)
+        """Its content, its tool calls (assistant turns), the answering tool's name (tool turns)."""
+        return turn_text(self.model_dump(exclude_none=True))
 
     def message(self) -> Message:
         """The turn as the judge sees it (a `developer` turn is the system turn of older chat formats)."""

@@ -30,7 +30,7 @@ __all__ = [
 GROUP_KEY_HEADER = "X-GRM-Group-Key"
 """Rollouts of one prompt carry the same value; a consistent-hashing balancer routes them to one replica."""
 
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]
 T = TypeVar("T")
 # An operation is written once as a generator: it yields requests and receives their responses; a sync and an
 # async driver run it (so the two clients share every line of request building, splitting and parsing).
@@ -53,14 +53,20 @@ def unit(score: float) -> float:
     return (score - 1.0) / 9.0
 
 
+_TOOL_FIELDS = ("tool_calls", "function_call", "name", "tool_call_id")
+
+
 def to_messages(prompt: str | Sequence[dict[str, Any]]) -> Messages:
-    """A plain prompt or a conversation (OpenAI-style dicts; list contents flattened to their text parts)."""
+    """A plain prompt or a conversation (OpenAI-style dicts; list contents flattened to their text parts; the
+    tool fields of a turn, `tool_calls`, `function_call`, `name`, `tool_call_id`, passed on as they are)."""
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
     out = []
     for m in prompt:
         role = "system" if m["role"] == "developer" else str(m["role"])
-        out.append({"role": role, "content": content_text(m.get("content"))})
+        turn = {"role": role, "content": content_text(m.get("content"))}
+        turn.update({name: m[name] for name in _TOOL_FIELDS if m.get(name) is not None})
+        out.append(turn)
     return out
 
 
