@@ -155,3 +155,27 @@ async def test_tool_turns_are_judged_on_every_message_route(app_factory: Any, te
     assert r.json()["neutralized_conversation"] >= 1
     r = await client.post("/score", json={"messages": [{"role": "assistant"}, TOOL_CHAT[0]], "responses": ["6"]})
     assert_error(r, 400)  # a turn with neither content nor tool calls
+
+
+@pytest.mark.parametrize("strict", [False, True])
+async def test_a_callers_deadline_answers_the_flagged_fallback(app_factory: Any, strict: bool) -> None:
+    """`X-GRM-Deadline-S`: no judgment by then -> the fallback reward, flagged (504 when strict); in time -> judged."""
+    gen = ScriptedGenerator(delay_s=30.0)
+    client, _ = await app_factory({"rewards.strict": strict}, generator=gen)
+    late = {"X-GRM-Deadline-S": "0.2"}
+    r1 = await client.post("/reward", json={"prompt": "q", "response": "abc", "k": 1}, headers=late)
+    r2 = await client.post("/get_reward", json={"query": ["P:a", "P:bb"], "prompts": ["P:", "P:"]}, headers=late)
+    if strict:
+        assert_error(r1, 504, "X-GRM-Deadline-S")
+        assert_error(r2, 504, "X-GRM-Deadline-S")
+        return
+    assert r1.status_code == 200 and r1.json() == 5.5 and r1.headers["X-GRM-Valid"] == "0"
+    assert r2.json()["rewards"] == [5.5, 5.5] and r2.json()["extra_logs"]["valid"] == [0.0, 0.0]
+    gen.delay_s = 0.0
+    r1 = await client.post(
+        "/reward", json={"prompt": "q", "response": "abc", "k": 1}, headers={"X-GRM-Deadline-S": "30"}
+    )
+    assert r1.json() == 3.0 and r1.headers["X-GRM-Valid"] == "1"
+    for bad in ("0", "-1", "soon", "nan"):
+        r = await client.post("/reward", json={"prompt": "q", "response": "a"}, headers={"X-GRM-Deadline-S": bad})
+        assert_error(r, 400, "X-GRM-Deadline-S")

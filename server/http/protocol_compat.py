@@ -113,6 +113,16 @@ class RewardResponse(BaseModel):
         description="per rollout: voted_sum, valid_judgments, and valid (0 = fallback reward, prompt group not judged)"
     )
 
+    @classmethod
+    def fallback(cls, n: int, reward: float) -> RewardResponse:
+        """Every rollout given the fallback `reward`, flagged `valid = 0` (no judgment in time)."""
+        logs = ("voted_sum", "valid_judgments", "valid", "neutralized", "neutralized_prompt")
+        return cls(
+            rewards=[reward] * n,
+            scores=[(reward - 1.0) / 9.0] * n,
+            extra_logs={name: [0.0] * n for name in logs},
+        )
+
 
 class SlimeRewardRequest(_Lenient):
     """slime's remote reward: one rollout per call; the answer body is the reward (a JSON number)."""

@@ -239,6 +239,10 @@ class Serving:
 
     async def slime_reward(self, req: SlimeRewardRequest, request_id: str) -> float:
         """slime remote RM: one rollout; the answer is its reward (mean score 1..10, or the fallback)."""
+        return (await self.slime_reward_judged(req, request_id))[0]
+
+    async def slime_reward_judged(self, req: SlimeRewardRequest, request_id: str) -> tuple[float, bool]:
+        """slime_reward's reward and whether a judgment gave it (False: the fallback)."""
         if isinstance(req.prompt, str):
             conversation: tuple[Message, ...] = (Message("user", req.prompt),)
         else:
@@ -246,7 +250,7 @@ class Serving:
         group = _Group(conversation)
         group.add(0, req.response)
         (result,) = await self._judge_groups_or_fallback([group], req, request_id, "response")
-        return self.settings.rewards.fallback if result is None else result.scores[0]
+        return (self.settings.rewards.fallback, False) if result is None else (result.scores[0], True)
 
     async def _judge_groups_or_fallback(
         self, groups: Sequence[_Group], knobs: Knobs, request_id: str, param: str
