@@ -22,6 +22,7 @@ from server.integrations import slime
 from server.integrations import verl as grm_verl
 from server.integrations.areal import GRMRewardFn
 from server.integrations.client import unit
+from server.integrations.trl import GRMReward
 from tests.browser import ThreadServer
 from tests.conftest import ROOT, cache_dir
 from tests.fakes import shown_responses
@@ -69,6 +70,27 @@ def test_openrlhf_own_client_gets_cut_prompts_judged_jointly(server: ThreadServe
     shown = sorted(r for prompt in judged_prompts(server) for r in shown_responses(prompt))
     assert shown == sorted(rollouts * 2)  # k = 2 judgments of each; no special token left in a response
     assert len(judged_prompts(server)) < 2 * len(rollouts)  # joined: fewer judgment prompts than per-rollout ones
+
+
+def test_trl_prompts_and_completions_with_tool_turns_are_judged(server: ThreadServer) -> None:
+    """TRL's message shapes (trl f2cd577): dict `arguments` in tool calls, `{"role": "tool", "name", "content"}`
+    answers, and tool-calling completions that append the calls and the answers. Before, the whole group was None."""
+    call = {"type": "function", "function": {"name": "multiply", "arguments": {"a": 2, "b": 3}}}
+    prompt = [
+        {"role": "user", "content": "What is 2 * 3?"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "name": "multiply", "content": "6"},
+    ]
+    completions = [
+        [{"role": "assistant", "content": "6."}],
+        [{"role": "assistant", "content": "", "tool_calls": [call]}, {"role": "tool", "name": "multiply", "content": "6"},
+         {"role": "assistant", "content": "It is 6."}],
+    ]  # fmt: skip
+    rewards = GRMReward(server.url, k=1, scale="raw")([prompt, prompt], completions)
+    assert rewards[0] == 2.0 and rewards[1] == 10.0  # scored by length: the second is shown whole
+    (judged,) = judged_prompts(server)
+    assert 'Tool call: multiply({"a": 2, "b": 3})' in judged and "Tool: [multiply] 6" in judged
+    assert "Tool result: [multiply] 6" in judged  # the tool's answer inside the second completion
 
 
 @dataclass
