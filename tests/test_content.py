@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.core.content import content_text
+from server.core.content import content_text, turn_text
 from server.http.protocol_compat import ChatMessageIn
 from server.integrations import client
 from server.integrations.trl import GRMReward
@@ -86,3 +86,23 @@ def test_trl_reward_judges_the_text_of_conversational_completions() -> None:
     reward = GRMReward("http://x", transport=httpx.MockTransport(handler), scale="raw")
     assert reward(["p", "p", "p"], completions) == [5.0, 5.0, 5.0]
     assert sent == [["abc", "", "plain"]]
+
+
+@pytest.mark.parametrize(
+    ("message", "text"),
+    [
+        ({"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]},
+         'Tool call: f({"a": 1})'),  # OpenAI: arguments as a JSON string
+        ({"role": "assistant", "content": "Let me see.", "tool_calls": [{"function": {"name": "f", "arguments": {"b": 2, "a": 1}}}]},
+         'Let me see.\nTool call: f({"a": 1, "b": 2})'),  # Hugging Face templates: a dict
+        ({"role": "assistant", "content": "", "function_call": {"name": "g", "arguments": "{}"}}, "Tool call: g({})"),
+        ({"role": "assistant", "content": "x", "tool_calls": [{"function": {"name": "f"}}, {"function": {"name": "h"}}]},
+         "x\nTool call: f()\nTool call: h()"),
+        ({"role": "tool", "name": "f", "content": "6"}, "[f] 6"),
+        ({"role": "ipython", "content": [{"type": "text", "text": "6"}]}, "6"),
+        ({"role": "user", "name": "alice", "content": "hi"}, "hi"),  # only a tool's name is shown
+    ],
+)  # fmt: skip
+def test_turn_text_renders_tool_calls_and_answers(message: dict[str, Any], text: str) -> None:
+    assert turn_text(message) == text
+    assert ChatMessageIn.model_validate(message).text() == text  # the compatible routes read turns the same way

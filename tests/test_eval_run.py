@@ -241,7 +241,7 @@ async def test_a_turn_of_an_unknown_role_is_a_recorded_400_on_both_paths(
 ) -> None:
     data = write_data(tmp_path / "roles.jsonl", 4)
     rows_ = [json.loads(line) for line in data.read_text().splitlines()]
-    rows_[1]["prompt"] = [{"role": "tool", "content": "x"}, {"role": "user", "content": "Question 1?"}]
+    rows_[1]["prompt"] = [{"role": "narrator", "content": "x"}, {"role": "user", "content": "Question 1?"}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows_))
     scorer: Scorer = asgi_scorer if over_http else ServiceScorer(service())
     results = await evaluate(scorer, options(data, tmp_path / "out"), log=lambda _: None)

@@ -139,7 +139,7 @@ async def test_verl_compute_score_through_an_injected_transport(monkeypatch: pyt
     second = await verl.compute_score(
         "gsm8k", "5", None, {"messages": chat}, prompt_key="messages", transport=transport
     )
-    assert first == second == {"score": unit(7.0), "grm_score": 7.0}
+    assert first == second == {"score": unit(7.0), "grm_score": 7.0, "valid": 1.0}
     assert [str(r.url) for r in sent] == ["http://grm.test:9000/reward"] * 2  # GRM_URL when no url is given
     bodies = [json.loads(r.content) for r in sent]
     assert bodies[0] == {"k": 2, "seed": 3, "prompt": "Q?", "response": "4", "label": "4"}
@@ -178,3 +178,10 @@ def test_the_clients_unit_mapping_is_the_servers(mean: float) -> None:
     """The dependency-free client keeps its own copy of the 1..10 -> 0..1 rule: the same numbers, exactly."""
     assert unit(mean) == unit_score(mean)
     assert unit_score(1.0) == 0.0 and unit_score(10.0) == 1.0
+
+
+def test_the_clients_header_names_are_the_servers() -> None:
+    from server.http import deadlines
+    from server.integrations import client
+
+    assert (client.DEADLINE_HEADER, client.VALID_HEADER) == (deadlines.DEADLINE_HEADER, deadlines.VALID_HEADER)

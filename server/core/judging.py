@@ -12,6 +12,7 @@ from typing import Protocol
 from meta_rm.protocol import MetaRM, MetaRMInput
 from server.core.admission import Admission, AdmissionObserver
 from server.core.completion import COMPLETION_SEED_PART, BoxCompleter, parse_generation
+from server.core.content import TOOL_ROLES
 from server.core.errors import (
     ConfigurationError,
     InvalidRequestError,
@@ -96,8 +97,10 @@ class Planner:
             _check_text(text, f"responses.{i}")
         if not req.messages:
             raise InvalidRequestError("the conversation is empty: give `query` or `messages`", param="messages")
-        if req.messages[-1].role != "user":
-            raise InvalidRequestError("the last message must be the user's query", param="messages")
+        if req.messages[-1].role != "user" and req.messages[-1].role not in TOOL_ROLES:
+            raise InvalidRequestError(
+                "the last message must be the user's query (or a tool's answer)", param="messages"
+            )
         if not req.messages[-1].content.strip():
             raise InvalidRequestError("the query is empty", param="query")
         chars = sum(len(m.content) for m in req.messages)

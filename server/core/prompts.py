@@ -14,7 +14,14 @@ from voting.sanitize import neutralize
 
 _PLACEHOLDER = re.compile(r"\{(conversation|responses|n)\}")
 _METACHARACTER = re.compile(r"[\\{}()\[\].*+?^$|]")
-_ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
+_ROLE_LABELS = {
+    "system": "System",
+    "user": "User",
+    "assistant": "Assistant",
+    "tool": "Tool",
+    "function": "Function",
+    "ipython": "IPython",
+}
 
 
 class TemplateName(enum.StrEnum):

@@ -12,7 +12,7 @@ from server.core.errors import GRMError, InvalidRequestError
 from server.core.judging import JudgeService
 from server.core.types import JudgeRequest, JudgeResult, Neutralizations, Sample, Usage
 
-ROLES = frozenset({"system", "user", "assistant"})
+ROLES = frozenset({"system", "user", "assistant", "tool", "function", "ipython"})
 """The roles `/score` accepts; the in-process scorer refuses others the same way (a 400 for the item)."""
 
 # Failures that say something about the item or the model (kept in items.jsonl); anything else

@@ -18,6 +18,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from server.core.content import turn_text
 from server.core.prompts import Message, StructuredOutput
 from server.core.text import unicode_problem
 from server.core.types import JudgeRequest, JudgeResult, new_request_id
@@ -112,8 +113,26 @@ class Knobs(BaseModel):
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "user", "assistant"] = Field(description="who spoke this turn")
-    content: Text = Field(description="the text of the turn")
+    role: Literal["system", "user", "assistant", "tool", "function", "ipython"] = Field(
+        description="who spoke this turn; tool, function and ipython turns are a tool's answers"
+    )
+    content: Text | None = Field(None, description="the text of the turn (may be absent on a turn with tool_calls)")
+    tool_calls: list[dict[str, Any]] | None = Field(
+        None, description='an assistant turn\'s tool calls, OpenAI-style [{"function": {"name", "arguments"}}]'
+    )
+    function_call: dict[str, Any] | None = Field(None, description="the legacy single tool call {name, arguments}")
+    name: Text | None = Field(None, description="the tool that answered (tool and function turns)")
+    tool_call_id: str | None = Field(None, description="the call a tool turn answers (not shown to the judge)")
+
+    @model_validator(mode="after")
+    def _has_text(self) -> ChatMessage:
+        if self.content is None and not self.tool_calls and not self.function_call:
+            raise ValueError("a turn needs `content` (or `tool_calls` on an assistant turn)")
+        return self
+
+    def message(self) -> Message:
+        """The turn as the judge sees it: content, tool calls, the answering tool's name."""
+        return Message(self.role, turn_text(self.model_dump(exclude_none=True)))
 
 
 class ScoreParams(Knobs):
@@ -157,7 +176,7 @@ class ScoreItem(BaseModel):
 
     def conversation(self) -> tuple[Message, ...]:
         if self.messages is not None:
-            return tuple(Message(m.role, m.content) for m in self.messages)
+            return tuple(m.message() for m in self.messages)
         return (Message("user", self.query or ""),)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator, model_validator
 
-from server.core.content import content_text
+from server.core.content import turn_text
 from server.core.prompts import Message
 from server.http.protocol import Knobs, ScoreResponse, Text, valid_unicode
 
@@ -116,6 +116,16 @@ class RewardResponse(BaseModel):
         description="per rollout: voted_sum, valid_judgments, and valid (0 = fallback reward, prompt group not judged)"
     )
 
+    @classmethod
+    def fallback(cls, n: int, reward: float) -> RewardResponse:
+        """Every rollout given the fallback `reward`, flagged `valid = 0` (no judgment in time)."""
+        logs = ("voted_sum", "valid_judgments", "valid", "neutralized", "neutralized_prompt")
+        return cls(
+            rewards=[reward] * n,
+            scores=[(reward - 1.0) / 9.0] * n,
+            extra_logs={name: [0.0] * n for name in logs},
+        )
+
 
 class SlimeRewardRequest(_Lenient):
     """slime's remote reward: one rollout per call; the answer body is the reward (a JSON number)."""
@@ -127,7 +137,7 @@ class SlimeRewardRequest(_Lenient):
 
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="allow")
-    role: Literal["system", "user", "assistant", "developer"]
+    role: Literal["system", "user", "assistant", "developer", "tool", "function", "ipython"]
     content: Text | list[dict[str, Any]] | None = None
 
     @field_validator("content")
@@ -140,7 +150,8 @@ class ChatMessageIn(BaseModel):
         return value
 
     def text(self) -> str:
-        return content_text(self.content)
+        """Its content, its tool calls (assistant turns), the answering tool's name (tool turns)."""
+        return turn_text(self.model_dump(exclude_none=True))
 
     def message(self) -> Message:
         """The turn as the judge sees it (a `developer` turn is the system turn of older chat formats)."""

@@ -22,6 +22,7 @@ from server.core.errors import (
 from server.core.grouping import Joiner, JoinObserver
 from server.core.judging import JudgeService
 from server.core.prompts import Message
+from server.core.rollouts import split_query
 from server.core.settings import Settings
 from server.core.supervisor import EngineState, Supervisor
 from server.core.types import JudgeRequest, JudgeResult
@@ -201,18 +202,21 @@ class Serving:
         prompts = req.prompts if req.prompts is not None else [""] * len(req.query)
         by_prompt: dict[str, list[_Group]] = {}
         for index, (full, prompt) in enumerate(zip(req.query, prompts, strict=True)):
-            if prompt and not full.startswith(prompt):
-                raise InvalidRequestError(
-                    f"query[{index}] does not start with prompts[{index}]", param=f"query.{index}"
-                )
             if not prompt:
                 raise InvalidRequestError(
                     "prompts are required to split each query into prompt and response", param="prompts"
                 )
+            response = split_query(full, prompt)  # OpenRLHF cuts long prompts from the left
+            if response is None:
+                raise InvalidRequestError(
+                    f"query[{index}] shares no text with prompts[{index}]: it should be that prompt (or its end, "
+                    "when cut from the left) followed by the response",
+                    param=f"query.{index}",
+                )
             chunks = by_prompt.setdefault(prompt, [])
             if not chunks or len(chunks[-1].indices) >= cap:
                 chunks.append(_Group((Message("user", prompt),)))
-            chunks[-1].add(index, full[len(prompt) :])
+            chunks[-1].add(index, response)
         groups = [g for chunks in by_prompt.values() for g in chunks]
         outcomes = await self._judge_groups_or_fallback(groups, req, request_id, "query")
         n = len(req.query)
@@ -243,6 +247,10 @@ class Serving:
 
     async def slime_reward(self, req: SlimeRewardRequest, request_id: str) -> float:
         """slime remote RM: one rollout; the answer is its reward (mean score 1..10, or the fallback)."""
+        return (await self.slime_reward_judged(req, request_id))[0]
+
+    async def slime_reward_judged(self, req: SlimeRewardRequest, request_id: str) -> tuple[float, bool]:
+        """slime_reward's reward and whether a judgment gave it (False: the fallback)."""
         if isinstance(req.prompt, str):
             conversation: tuple[Message, ...] = (Message("user", req.prompt),)
         else:
@@ -250,7 +258,7 @@ class Serving:
         group = _Group(conversation)
         group.add(0, req.response)
         (result,) = await self._judge_groups_or_fallback([group], req, request_id, "response")
-        return self.settings.rewards.fallback if result is None else result.scores[0]
+        return (self.settings.rewards.fallback, False) if result is None else (result.scores[0], True)
 
     async def _judge_groups_or_fallback(
         self, groups: Sequence[_Group], knobs: Knobs, request_id: str, param: str

@@ -19,6 +19,7 @@ __all__ = [
     "GRMClient",
     "GRMClientError",
     "GroupScore",
+    "Reward",
     "Messages",
     "RetryPolicy",
     "content_text",
@@ -29,8 +30,12 @@ __all__ = [
 
 GROUP_KEY_HEADER = "X-GRM-Group-Key"
 """Rollouts of one prompt carry the same value; a consistent-hashing balancer routes them to one replica."""
+DEADLINE_HEADER = "X-GRM-Deadline-S"
+"""Seconds this call may wait; past them the server answers the fallback reward, flagged (copy of the server's)."""
+VALID_HEADER = "X-GRM-Valid"
+"""On /reward answers: "0" when the number is the fallback reward (copy of the server's)."""
 
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]
 T = TypeVar("T")
 # An operation is written once as a generator: it yields requests and receives their responses; a sync and an
 # async driver run it (so the two clients share every line of request building, splitting and parsing).
@@ -53,14 +58,20 @@ def unit(score: float) -> float:
     return (score - 1.0) / 9.0
 
 
+_TOOL_FIELDS = ("tool_calls", "function_call", "name", "tool_call_id")
+
+
 def to_messages(prompt: str | Sequence[dict[str, Any]]) -> Messages:
-    """A plain prompt or a conversation (OpenAI-style dicts; list contents flattened to their text parts)."""
+    """A plain prompt or a conversation (OpenAI-style dicts; list contents flattened to their text parts; the
+    tool fields of a turn, `tool_calls`, `function_call`, `name`, `tool_call_id`, passed on as they are)."""
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
     out = []
     for m in prompt:
         role = "system" if m["role"] == "developer" else str(m["role"])
-        out.append({"role": role, "content": content_text(m.get("content"))})
+        turn = {"role": role, "content": content_text(m.get("content"))}
+        turn.update({name: m[name] for name in _TOOL_FIELDS if m.get(name) is not None})
+        out.append(turn)
     return out
 
 
@@ -118,6 +129,14 @@ class GroupScore:
         return self.error is None
 
 
+@dataclass(frozen=True, slots=True)
+class Reward:
+    """One rollout's reward: the mean score 1..10, and whether a judgment gave it (False: the server's fallback)."""
+
+    score: float
+    valid: bool = True
+
+
 class _Base:
     def __init__(
         self,
@@ -137,8 +156,12 @@ class _Base:
         self.batch_items, self.max_responses = batch_items, max_responses
         self.knobs = {k: v for k, v in (knobs or {}).items() if v is not None}
 
-    def _request(self, path: str, body: dict[str, Any], key: str | None = None) -> httpx.Request:
+    def _request(
+        self, path: str, body: dict[str, Any], key: str | None = None, deadline_s: float | None = None
+    ) -> httpx.Request:
         headers = {**self.headers, **({GROUP_KEY_HEADER: key} if key else {})}
+        if deadline_s is not None:
+            headers[DEADLINE_HEADER] = f"{deadline_s:g}"
         return httpx.Request("POST", f"{self.base_url}{path}", json={**self.knobs, **body}, headers=headers)
 
     def _score_groups(
@@ -160,11 +183,13 @@ class _Base:
                 parts[g].append(_group_score(result))
         return [_merge(p) for p in parts]
 
-    def _reward(self, prompt: str | Sequence[dict[str, Any]], response: str, label: Any = None) -> Op[float]:
+    def _reward(
+        self, prompt: str | Sequence[dict[str, Any]], response: str, label: Any, deadline_s: float | None
+    ) -> Op[Reward]:
         """One rollout via slime's /reward (joined server-side with the other rollouts of its prompt)."""
         body = {"prompt": prompt if isinstance(prompt, str) else to_messages(prompt), "response": response}
-        answer = yield self._request("/reward", {**body, "label": label}, group_key(prompt))
-        return float(answer.json())
+        answer = yield self._request("/reward", {**body, "label": label}, group_key(prompt), deadline_s)
+        return Reward(float(answer.json()), answer.headers.get(VALID_HEADER, "1") != "0")
 
     def _check(self, response: httpx.Response) -> httpx.Response:
         if response.status_code >= 400:
@@ -211,7 +236,18 @@ class GRMClient(_Base):
         return self._drive(self._score_groups(groups))
 
     def reward(self, prompt: str | Sequence[dict[str, Any]], response: str, label: Any = None) -> float:
-        return self._drive(self._reward(prompt, response, label))
+        return self._drive(self._reward(prompt, response, label, None)).score
+
+    def judge_reward(
+        self,
+        prompt: str | Sequence[dict[str, Any]],
+        response: str,
+        label: Any = None,
+        *,
+        deadline_s: float | None = None,
+    ) -> Reward:
+        """`reward` with its validity; `deadline_s`: the server answers the (flagged) fallback after that long."""
+        return self._drive(self._reward(prompt, response, label, deadline_s))
 
     def close(self) -> None:
         self._http.close()
@@ -259,7 +295,18 @@ class AsyncGRMClient(_Base):
         return await self._drive(self._score_groups(groups))
 
     async def reward(self, prompt: str | Sequence[dict[str, Any]], response: str, label: Any = None) -> float:
-        return await self._drive(self._reward(prompt, response, label))
+        return (await self._drive(self._reward(prompt, response, label, None))).score
+
+    async def judge_reward(
+        self,
+        prompt: str | Sequence[dict[str, Any]],
+        response: str,
+        label: Any = None,
+        *,
+        deadline_s: float | None = None,
+    ) -> Reward:
+        """`reward` with its validity; `deadline_s`: the server answers the (flagged) fallback after that long."""
+        return await self._drive(self._reward(prompt, response, label, deadline_s))
 
     async def aclose(self) -> None:
         await self._http.aclose()

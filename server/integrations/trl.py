@@ -5,17 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from server.core.content import content_text
+from server.core.content import TOOL_ROLES, turn_text
 from server.integrations.client import GRMClient, group_key, unit
 
 __all__ = ["GRMReward"]
 
 
 def _completion_text(completion: str | Sequence[dict[str, Any]]) -> str:
+    """A conversational completion as one response: its turns in order, with the assistant's tool calls and the
+    tools' answers (TRL's tool-calling rollouts append both to the completion)."""
     if isinstance(completion, str):
         return completion
-    turns = [m for m in completion if m.get("role") == "assistant"] or list(completion)
-    return content_text(turns[-1].get("content") if turns else "")
+    parts = []
+    for m in completion:
+        text = turn_text(m)
+        parts.append(f"Tool result: {text}" if m.get("role") in TOOL_ROLES else text)
+    return "\n\n".join(p for p in parts if p.strip())
 
 
 class GRMReward:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
+from server.http.deadlines import DEADLINE_HEADER, VALID_HEADER, call_deadline, within_deadline
 from server.http.protocol_compat import (
     ChatRewardRequest,
     ChatRewardResponse,
@@ -15,6 +16,7 @@ from server.http.protocol_compat import (
     VLLMScoreResponse,
 )
 from server.http.routes.deps import ERROR_RESPONSES, KeyedRoute, RequestIdDep, ServingDep, until_disconnect
+from server.http.serving import Serving
 
 router = APIRouter(route_class=KeyedRoute, tags=["compatible"], responses=ERROR_RESPONSES)
 
@@ -26,14 +28,34 @@ async def vllm_score(
     return await until_disconnect(request, serving.vllm_score(body, rid))
 
 
+def _deadline(request: Request, serving: Serving) -> float | None:
+    return call_deadline(request.headers.get(DEADLINE_HEADER), serving.settings.limits.request_timeout_s)
+
+
 @router.post("/get_reward", summary="OpenRLHF remote reward model shape")
 async def get_reward(body: RewardRequest, request: Request, serving: ServingDep, rid: RequestIdDep) -> RewardResponse:
-    return await until_disconnect(request, serving.get_reward(body, rid))
+    rewards, deadline = serving.settings.rewards, _deadline(request, serving)
+    return await within_deadline(
+        until_disconnect(request, serving.get_reward(body, rid)),
+        deadline,
+        lambda: RewardResponse.fallback(len(body.query), rewards.fallback),
+        strict=rewards.strict,
+    )
 
 
 @router.post("/reward", summary="slime remote reward model shape: the answer is a JSON number")
-async def slime_reward(body: SlimeRewardRequest, request: Request, serving: ServingDep, rid: RequestIdDep) -> float:
-    return await until_disconnect(request, serving.slime_reward(body, rid))
+async def slime_reward(
+    body: SlimeRewardRequest, request: Request, response: Response, serving: ServingDep, rid: RequestIdDep
+) -> float:
+    rewards, deadline = serving.settings.rewards, _deadline(request, serving)
+    score, valid = await within_deadline(
+        until_disconnect(request, serving.slime_reward_judged(body, rid)),
+        deadline,
+        lambda: (rewards.fallback, False),
+        strict=rewards.strict,
+    )
+    response.headers[VALID_HEADER] = "1" if valid else "0"
+    return score
 
 
 @router.post("/v1/chat/completions", summary="Reward of the final assistant turn, OpenAI chat shape (no streaming)")
