@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 
 from meta_rm.inputs import meta_rm_messages
+from server.core.rollouts import strip_special_tokens
 from server.core.settings import Settings
 from server.http.app import create_app
 from tests.fakes import ScriptedGenerator, ScriptedMetaRM, shown_responses
@@ -104,8 +105,9 @@ async def test_get_reward_route(make_app: Any, template: str, name: str, attack:
     out = r.json()
     assert r.status_code == 200, out
     assert_prompts_hold_only_the_template(gen, baseline, 3)
-    assert out["extra_logs"]["voted_sum"] == [float(x) for x in expected_rewards(rollouts)]
-    assert out["extra_logs"]["neutralized"] == [float(scan(x).total) for x in rollouts]
+    judged = [strip_special_tokens(x) for x in rollouts]  # chat-template tokens at a rollout's ends are dropped
+    assert out["extra_logs"]["voted_sum"] == [float(x) for x in expected_rewards(judged)]
+    assert out["extra_logs"]["neutralized"] == [float(scan(x).total) for x in judged]
     assert out["extra_logs"]["neutralized"][0] > 0 and out["extra_logs"]["neutralized"][2] == 0
     assert out["extra_logs"]["neutralized_prompt"] == [float(scan(prompt).total)] * 3 and scan(prompt).total > 0
 
