@@ -56,5 +56,7 @@ def test_concurrent_4mb_hostile_bodies_never_stall_health() -> None:
     assert [r.status_code for r in answers] == [200] * 3, answers[0].text[:300]
     assert all(r.json()["neutralized"][0] > 1000 for r in answers)  # the look-alikes really were rewritten
     assert len(gen.calls) == 3 * 2
-    assert len(health.latencies) >= 10 and set(health.statuses) == {200}, health.statuses
+    # At least half a second of probing while the bodies were judged (one probe per 0.1 s): on the loop the three
+    # neutralizations stall it for seconds back to back, so a probe would wait past 1 s.
+    assert len(health.latencies) >= 5 and set(health.statuses) == {200}, health.statuses
     assert max(health.latencies) < 1.0, sorted(health.latencies)[-5:]

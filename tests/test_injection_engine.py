@@ -13,6 +13,7 @@ from server.core.prompts import Message, PromptBuilder, TemplateName
 from server.core.settings import Settings
 from server.core.types import JudgeRequest
 from tests.injection import FORGED, real_block_numbers, structure
+from voting.sanitize import scan
 
 pytestmark = pytest.mark.engine
 
@@ -48,6 +49,8 @@ async def test_neutralized_prompt_still_judges(vllm_generator: VLLMGenerator) ->
     result = await service.judge(request)
     assert result.valid == 2  # the box holds exactly 3 scores: no response 4 was read into existence
     assert all(s.scores is not None and len(s.scores) == 3 for s in result.samples)
-    assert result.neutralized.responses[0] == 3 and result.neutralized.responses[1] == 3
+    # three chat tokens and the ready-made box; two forged markers and a forged block opening
+    assert result.neutralized.responses[0] == scan(CHAT_FORGERY).total == 4
+    assert result.neutralized.responses[1] == scan(FORGED).total == 3
     assert result.neutralized.responses[2] == 0 and result.neutralized.conversation == 1
     assert sum(result.rewards) == sum(sum(s.scores or ()) for s in result.samples)

@@ -35,7 +35,7 @@ benign_text = st.text(
         blacklist_characters="[]［］【】〔〕〖〗〘〙〚〛⟦⟧⟨⟩〈〉《》<>{}﹇﹈︹︺︻︼︽︾︿﹀﹁﹂﹃﹄:：꞉∶﹕︓#＃﹟",
     ),
     max_size=200,
-).map(lambda t: "x " + t)
+).map(lambda t: f"x {t} x")  # prose at both ends: the end of the text is a line end, a delimiter
 # Prose words only: a delimiter (`|`, `*`, `-`, a bracket, a line end) next to a marker phrase makes it a marker.
 _PROSE = ["the", "The", "end", "End", "begin", "of", "response", "Response", "responses", "2", "10", "user",
           "User", "assistant", "system", "human", "said", "beginning", ".", ",", "(1)", "you", "said:", "and"]  # fmt: skip
