@@ -1,0 +1,109 @@
+"""`grm-server train ...`: SPCT training. `rft` samples rejection fine-tuning data through the judging path,
+`sft` fine-tunes on it (TRL SFTTrainer), `grpo` runs rule-based online RL (TRL GRPOTrainer)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from server.cli.common import cli_errors, fail, load_settings
+from server.core.settings import Backend, MetaRMBackend, Settings
+
+train_app = typer.Typer(no_args_is_help=True, add_completion=False, help="SPCT training: rft, sft, grpo.")
+
+
+@train_app.command()
+def rft(
+    data: Annotated[
+        list[Path], typer.Argument(help="labelled benchmark files (any format `eval` reads) or normalized JSONL")
+    ],
+    out: Annotated[Path, typer.Option(help="output folder: rft.jsonl, stats.json, manifest.json (a rerun resumes)")],
+    k: Annotated[int, typer.Option(help="judgments sampled per item")] = 4,
+    limit: Annotated[int | None, typer.Option(help="at most N items from each file (a seeded sample)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of item sampling, response orders and sampling")] = 0,
+    hint_share: Annotated[
+        float, typer.Option("--hint-share", help="at most this share of the rows from hinted sampling (0 = none)")
+    ] = 0.25,
+    data_format: Annotated[str | None, typer.Option("--format", help="force the format of every file")] = None,
+    max_chars: Annotated[int | None, typer.Option("--max-chars", help="leave out items longer than this")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="token budget per judgment")] = None,
+    temperature: Annotated[float | None, typer.Option(help="sampling temperature (default: the judge's)")] = None,
+    concurrency: Annotated[int, typer.Option(help="items judged at once")] = 4,
+    backend: Annotated[Backend | None, typer.Option(help="vllm (in-process) or openai (remote server)")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible base URL")] = None,
+    model: Annotated[str | None, typer.Option(help="GRM model path or name (default: embedded CPU model)")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
+) -> None:
+    """Sample K judgments per labelled item as the server judges, keep the correct ones (hinted where none is)."""
+    from server.core.engines import judging_template
+    from server.evaluation.formats import FORMATS, FormatError, accepted
+    from server.training.data import load_training_items
+    from server.training.rft import SamplingOptions
+    from server.training.rft_output import check_manifest, run_manifest
+
+    with cli_errors():
+        settings = load_settings(
+            {"generator.backend": backend, "generator.base_url": base_url, "generator.model": model,
+             "meta_rm.backend": MetaRMBackend.NONE}
+        )  # fmt: skip
+        if not 1 <= k <= settings.judging.max_k:
+            fail(f"--k must be in 1..{settings.judging.max_k}")
+        if not 0 <= hint_share < 1:
+            fail("--hint-share must be in [0, 1)")
+        if data_format is not None and data_format not in FORMATS:
+            fail(f"--format must be one of: {accepted()}")
+        try:
+            loaded = load_training_items(data, seed=seed, limit=limit, max_chars=max_chars, fmt=data_format)
+        except FormatError as exc:
+            fail(f"cannot read {exc}\naccepted formats: {accepted()}")
+        skipped = ", ".join(f"{n} {why}" for why, n in sorted(loaded.skipped.items())) or "none"
+        if not loaded.items:
+            fail(f"no labelled item to train on in {', '.join(map(str, data))} (left out: {skipped})")
+        options = SamplingOptions(k, temperature, max_tokens, concurrency, hint=hint_share > 0)
+        check_manifest(
+            out,
+            run_manifest(
+                loaded.files, model=settings.generator.model or "embedded", model_path=_model_path(settings),
+                template=judging_template(settings).value, k=k, seed=seed, temperature=temperature,
+                max_tokens=max_tokens, max_chars=max_chars, limit=limit, order_strategy=settings.judging.order_strategy.value,
+                hint=options.hint, hint_share=hint_share,
+            ),
+        )  # fmt: skip
+        typer.echo(f"{len(loaded.items)} labelled items (left out: {skipped}); sampling k={k} into {out}", err=True)
+        stats = asyncio.run(_rft(settings, loaded.items, out, options, hint_share, loaded.skipped, progress))
+    items = stats["items"]
+    dropped = ", ".join(f"{n} {why}" for why, n in items["dropped"].items()) or "none"
+    typer.echo(
+        f"wrote {stats['rows']} rows ({stats['hinted_rows']} hinted, {stats['hinted_share']:.1%}) from {items['kept']} of "
+        f"{items['judged']} items to {out / 'rft.jsonl'}; dropped: {dropped}; plain correct share "
+        f"{stats['plain_correct_share']:.1%}"
+    )
+
+
+def _model_path(settings: Settings) -> str:
+    """What `train sft` starts from by default: the GRM's folder (the embedded model's prepared copy) or name."""
+    if settings.generator.model is not None:
+        return settings.generator.model
+    if settings.generator.backend is Backend.OPENAI:
+        return settings.generator.served_model_name or "embedded"
+    from server.core.embedded import prepare_embedded_model
+
+    return str(prepare_embedded_model(Path(settings.cache_dir)))
+
+
+async def _rft(
+    settings: Settings, items: list[Any], out: Path, options: Any, hint_share: float, skipped: Any, progress: bool
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from server.core.engines import open_service
+    from server.training.rft import run_rft
+
+    async with open_service(settings) as service:
+        with tqdm(total=len(items), desc="rft", unit="item", disable=not progress) as bar:
+            return await run_rft(
+                service, items, out, options, hint_share=hint_share, skipped=skipped, on_done=lambda _: bar.update(1)
+            )
