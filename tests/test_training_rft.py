@@ -51,7 +51,9 @@ def obeying_judge(chosen: list[EvalItem]) -> Any:
         elif mode(item) == "none" or (mode(item) == "some" and index % 2):
             best = (best + 1) % len(shown)
         scores = [9 if i == best else 2 for i in range(len(shown))]
-        return f"Specific Criteria: length.\nAnalysis: sample {index}.\nScores: \\boxed{{{', '.join(map(str, scores))}}}"
+        return (
+            f"Specific Criteria: length.\nAnalysis: sample {index}.\nScores: \\boxed{{{', '.join(map(str, scores))}}}"
+        )
 
     return judge
 
@@ -87,7 +89,7 @@ async def test_rft_keeps_correct_judgments_drops_all_correct_and_hints_the_rest(
             assert s["correct"] == judgment_correct(s["text"], s["order"], item.label)
             assert s["prompt"] == expected_prompt(item, s["order"]) and not has_hint(s["prompt"])
     # the hint named the labelled response where that prompt showed it, and only hinted calls carry it
-    for prompt, sampling, _ in gen.calls:
+    for prompt, _sampling, _ in gen.calls:
         if has_hint(prompt):
             responses = shown_responses(prompt)
             item = next(i for i in chosen if sorted(i.responses) == sorted(responses))
@@ -109,7 +111,11 @@ def record(key: str, plain: list[bool], hinted: list[bool], error: str | None = 
     def sample(ok: bool, h: bool) -> dict[str, Any]:
         return {"prompt": "p", "text": f"{key}-{ok}", "order": [0, 1], "correct": ok, "hinted": h}
 
-    return {"key": key, "error": error, "samples": [sample(c, False) for c in plain] + [sample(c, True) for c in hinted]}
+    return {
+        "key": key,
+        "error": error,
+        "samples": [sample(c, False) for c in plain] + [sample(c, True) for c in hinted],
+    }
 
 
 @pytest.mark.parametrize(
@@ -154,7 +160,9 @@ async def test_a_rerun_resumes_and_judges_only_new_items(tmp_path: Path) -> None
 
 
 def test_cli_writes_manifest_and_refuses_other_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("server.core.engines.build_generator", lambda settings: ScriptedGenerator(judge=obeying_judge(items())))
+    monkeypatch.setattr(
+        "server.core.engines.build_generator", lambda settings: ScriptedGenerator(judge=obeying_judge(items()))
+    )
     runner, out = CliRunner(), tmp_path / "run"
     args = ["train", "rft", str(SAMPLE), "--out", str(out), "--k", "2", "--limit", "3", "--max-tokens", "128"]
     result = runner.invoke(app, [*args, "--no-progress"])

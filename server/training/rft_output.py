@@ -172,3 +172,9 @@ def run_manifest(files: list[dict[str, str]], **options: Any) -> dict[str, Any]:
 def read_manifest(out: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
     return data
+
+
+def file_sha256_or_none(path: Path) -> str | None:
+    from server.training.data import file_sha256
+
+    return file_sha256(path) if path.is_file() else None
