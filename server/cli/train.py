@@ -107,3 +107,101 @@ async def _rft(
             return await run_rft(
                 service, items, out, options, hint_share=hint_share, skipped=skipped, on_done=lambda _: bar.update(1)
             )
+
+
+@train_app.command()
+def sft(
+    data: Annotated[Path, typer.Option(help="rft.jsonl from `train rft`")],
+    out: Annotated[Path, typer.Option(help="model folder to write (weights, tokenizer, chat template)")],
+    model: Annotated[
+        str | None, typer.Option(help="base model (default: the model that wrote the data, from its manifest.json)")
+    ] = None,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="optimizer steps (-1: run --epochs)")] = -1,
+    epochs: Annotated[float, typer.Option(help="passes over the rows when --max-steps is -1")] = 2.0,
+    lr: Annotated[float, typer.Option(help="learning rate")] = 1e-5,
+    lora_rank: Annotated[int, typer.Option("--lora-rank", help="train a LoRA adapter of this rank (0 = full)")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="rows per device step")] = 4,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="gradient accumulation steps")] = 1,
+    max_length: Annotated[int, typer.Option("--max-length", help="tokens per row (prompt + completion)")] = 2048,
+    seed: Annotated[int, typer.Option(help="seed of the data order and initialisation")] = 0,
+) -> None:
+    """Rejection fine-tuning with TRL's SFTTrainer (loss on the judgment only); a LoRA adapter is merged on save."""
+    from server.training.rft_output import MANIFEST, read_manifest
+    from server.training.sft import SFTOptions, train_sft
+
+    with cli_errors():
+        if not data.is_file():
+            fail(f"{data} is not a file (give the rft.jsonl that `train rft` wrote)")
+        if model is None:
+            if not (data.parent / MANIFEST).is_file():
+                fail(f"no --model and no {MANIFEST} beside {data} to read the base model from")
+            model = str(read_manifest(data.parent)["model_path"])
+        if lora_rank < 0 or batch_size < 1 or grad_accum < 1 or max_length < 16 or lr <= 0:
+            fail("--lora-rank must be >= 0, --batch-size and --grad-accum >= 1, --max-length >= 16, --lr > 0")
+        options = SFTOptions(
+            data=data, out=out, model=model, max_steps=max_steps, epochs=epochs, lr=lr, lora_rank=lora_rank,
+            batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
+        )  # fmt: skip
+        info = train_sft(options)
+    loss = info["log"].get("loss", {})
+    typer.echo(
+        f"{info['steps']} steps on {info['rows']} rows in {info['time_s']} s; loss {loss.get('first', float('nan')):.4f}"
+        f" -> {loss.get('last', float('nan')):.4f}; saved to {out} (grm-server serve --model {out})"
+    )
+
+
+@train_app.command()
+def grpo(
+    data: Annotated[list[Path], typer.Argument(help="labelled benchmark files (any format `eval` reads)")],
+    model: Annotated[str, typer.Option(help="the model to start from (e.g. the `train sft` output)")],
+    out: Annotated[Path, typer.Option(help="model folder to write")],
+    num_generations: Annotated[int, typer.Option("--num-generations", help="judgments per prompt (group)")] = 4,
+    beta: Annotated[float, typer.Option(help="KL coefficient")] = 0.08,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="optimizer steps")] = 100,
+    max_completion_length: Annotated[
+        int, typer.Option("--max-completion-length", help="tokens per judgment (a cut one is masked out)")
+    ] = 512,
+    limit: Annotated[int | None, typer.Option(help="at most N items from each file (a seeded sample)")] = None,
+    lr: Annotated[float, typer.Option(help="learning rate")] = 1e-6,
+    pass_rates: Annotated[
+        Path | None, typer.Option("--pass-rates", help="stats.json of `train rft`: leave out items it passed 0 or 1")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of item sampling, response orders and training")] = 0,
+    data_format: Annotated[str | None, typer.Option("--format", help="force the format of every file")] = None,
+    max_chars: Annotated[int | None, typer.Option("--max-chars", help="leave out items longer than this")] = None,
+) -> None:
+    """Rule-based online RL with TRL's GRPOTrainer: reward +1 for a correct judgment, -1 otherwise."""
+    from collections import Counter
+
+    from server.core.engines import judging_template
+    from server.evaluation.formats import FormatError, accepted
+    from server.training.data import load_training_items
+    from server.training.grpo import GRPOOptions, left_out_by_pass_rate, train_grpo
+
+    with cli_errors():
+        if num_generations < 2 or max_steps < 1 or max_completion_length < 1 or beta < 0 or lr <= 0:
+            fail("--num-generations must be >= 2, --max-steps and --max-completion-length >= 1, --beta >= 0, --lr > 0")
+        template = judging_template(load_settings({"generator.model": model}))
+        try:
+            loaded = load_training_items(data, seed=seed, limit=limit, max_chars=max_chars, fmt=data_format)
+        except FormatError as exc:
+            fail(f"cannot read {exc}\naccepted formats: {accepted()}")
+        items, left = loaded.items, Counter(loaded.skipped)
+        if pass_rates is not None:
+            if not pass_rates.is_file():
+                fail(f"--pass-rates: {pass_rates} is not a file (the stats.json of `train rft`)")
+            items, by_rate = left_out_by_pass_rate(items, pass_rates)
+            left.update(by_rate)
+        if not items:
+            left_text = ", ".join(f"{n} {why}" for why, n in sorted(left.items())) or "none"
+            fail(f"no labelled item to train on (left out: {left_text})")
+        options = GRPOOptions(
+            out=out, model=model, template=template, num_generations=num_generations, beta=beta, max_steps=max_steps,
+            max_completion_length=max_completion_length, lr=lr, seed=seed,
+        )  # fmt: skip
+        info = train_grpo(options, items, left)
+    log = info["log"]
+    parts = [f"{key} {v['first']:.3f} -> {v['last']:.3f}" for key, v in log.items() if key in ("reward", "kl")]
+    typer.echo(
+        f"{info['steps']} steps on {info['items']} items in {info['time_s']} s; {'; '.join(parts)}; saved to {out}"
+    )
