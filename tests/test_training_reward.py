@@ -7,7 +7,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meta_rm.labels import is_correct
-from server.training.reward import CORRECT, WRONG, has_hint, hint_text, judgment_correct, rule_reward, well_formed
+from server.training.reward import (
+    CORRECT,
+    WRONG,
+    compute_score,
+    has_hint,
+    hint_text,
+    judgment_correct,
+    rule_reward,
+    well_formed,
+)
 from voting import map_to_caller
 
 
@@ -114,3 +123,11 @@ def test_a_tie_at_the_top_is_always_wrong(case: tuple[tuple[int, ...], int, tupl
     other = (label + 1) % len(tied)
     tied[other] = tied[label]
     assert rule_reward(judgment(", ".join(map(str, tied))), len(tied), label) == WRONG
+
+
+@pytest.mark.parametrize("truth", [{"n": 2, "label": 0}, '{"n": 2, "label": 0}'])
+def test_verl_compute_score_is_the_rule_reward(truth: object) -> None:
+    assert compute_score("llmbar", judgment("9, 2"), truth) == CORRECT
+    assert compute_score("llmbar", judgment("2, 9"), truth) == WRONG
+    with pytest.raises(ValueError, match="ground_truth"):
+        compute_score("llmbar", judgment("9, 2"), {"label": 0})

@@ -33,7 +33,9 @@ def alternating(prompt: str, index: int) -> str:
     """A judge that ranks the first shown response best on even samples and the last on odd ones."""
     n = len(shown_responses(prompt))
     scores = [9 if i == (0 if index % 2 == 0 else n - 1) else 2 for i in range(n)]
-    return f"Specific Criteria: Correctness.\nAnalysis: sample {index}.\nScores: \\boxed{{{', '.join(map(str, scores))}}}"
+    return (
+        f"Specific Criteria: Correctness.\nAnalysis: sample {index}.\nScores: \\boxed{{{', '.join(map(str, scores))}}}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +181,32 @@ def test_cli_bad_input_exits_2(tmp_path: Path, args: list[str], message: str) ->
     result = CliRunner().invoke(app, ["train", *(a.format(tmp=tmp_path) for a in args)])
     assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_export_verl_writes_prompts_scored_by_compute_score(tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    from server.training.reward import compute_score
+
+    out = tmp_path / "verl.parquet"
+    result = CliRunner().invoke(app, ["train", "export-verl", str(SAMPLE), "--out", str(out), "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    rows = Dataset.from_parquet(str(out)).to_list()
+    expected = prompt_rows(load_training_items([SAMPLE], seed=3).items, TemplateName.GENERIC)
+    assert [r["prompt"] for r in rows] == [e["prompt"] for e in expected]
+    for row, e in zip(rows, expected, strict=True):
+        best = e["label"]
+        scores = ", ".join("9" if i == best else "2" for i in range(e["n"]))
+        text = f"Specific Criteria: c.\nAnalysis: a.\nScores: \\boxed{{{scores}}}"
+        assert compute_score(row["data_source"], text, row["reward_model"]["ground_truth"]) == 1.0
+
+
+def test_gpu_recipe_configs_are_deepspeed_zero3() -> None:
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "deploy" / "training").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        config = ClusterConfig.from_yaml_file(str(path))
+        assert config.distributed_type == "DEEPSPEED" and config.mixed_precision == "bf16"
+        assert config.deepspeed_config["zero_stage"] == 3 and config.deepspeed_config["zero3_save_16bit_model"]

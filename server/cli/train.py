@@ -205,3 +205,37 @@ def grpo(
     typer.echo(
         f"{info['steps']} steps on {info['items']} items in {info['time_s']} s; {'; '.join(parts)}; saved to {out}"
     )
+
+
+@train_app.command("export-verl")
+def export_verl(
+    data: Annotated[list[Path], typer.Argument(help="labelled benchmark files (any format `eval` reads)")],
+    out: Annotated[Path, typer.Option(help="parquet file to write (verl's RL data layout)")],
+    model: Annotated[str | None, typer.Option(help="the model verl will train (picks the judging template)")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most N items from each file (a seeded sample)")] = None,
+    pass_rates: Annotated[
+        Path | None, typer.Option("--pass-rates", help="stats.json of `train rft`: leave out items it passed 0 or 1")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of item sampling and response orders")] = 0,
+) -> None:
+    """Write the GRPO prompts for verl; its reward is `server.training.reward.compute_score` (docs/training.md)."""
+    from datasets import Dataset
+
+    from server.core.engines import judging_template
+    from server.evaluation.formats import FormatError, accepted
+    from server.training.data import load_training_items
+    from server.training.grpo import left_out_by_pass_rate, verl_rows
+
+    with cli_errors():
+        template = judging_template(load_settings({"generator.model": model}))
+        try:
+            items = load_training_items(data, seed=seed, limit=limit).items
+        except FormatError as exc:
+            fail(f"cannot read {exc}\naccepted formats: {accepted()}")
+        if pass_rates is not None:
+            items, _ = left_out_by_pass_rate(items, pass_rates)
+        if not items:
+            fail("no labelled item to export")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Dataset.from_list(verl_rows(items, template)).to_parquet(str(out))
+    typer.echo(f"wrote {len(items)} prompts to {out}")

@@ -135,3 +135,17 @@ def train_grpo(options: GRPOOptions, items: Sequence[EvalItem], left_out: Counte
         }  # fmt: skip
         save_model_folder(trainer.model, trainer.processing_class, options.out, base_dtype, info)
     return info
+
+
+def verl_rows(items: Sequence[EvalItem], template: TemplateName) -> list[dict[str, Any]]:
+    """The same prompts in verl's RL data layout; its reward is `server.training.reward.compute_score`."""
+    return [
+        {
+            "data_source": item.source,
+            "prompt": row["prompt"],
+            "ability": "reward_modeling",
+            "reward_model": {"style": "rule", "ground_truth": json.dumps({"n": row["n"], "label": row["label"]})},
+            "extra_info": {"item_id": item.key, "index": i},
+        }
+        for i, (item, row) in enumerate(zip(items, prompt_rows(items, template), strict=True))
+    ]

@@ -9,6 +9,7 @@ the wrong count, a score out of 1..10, a tie at the top, and a judgment that rep
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from meta_rm.labels import is_correct
@@ -59,3 +60,12 @@ def rule_reward(text: str, n_responses: int, label: int) -> float:
     if n_responses >= 2 and not 0 <= label < n_responses:
         raise ValueError(f"label {label} is not a response index for {n_responses} responses")
     return CORRECT if judgment_correct(text, tuple(range(n_responses)), label) else WRONG
+
+
+def compute_score(data_source: str, solution_str: str, ground_truth: object, extra_info: object = None) -> float:
+    """The rule reward as verl's custom `compute_score` (`custom_reward_function.path` = this file's module path,
+    `.name=compute_score`): `ground_truth` is `{"n": responses, "label": shown label}` or its JSON text."""
+    truth = json.loads(ground_truth) if isinstance(ground_truth, str) else ground_truth
+    if not isinstance(truth, dict) or not {"n", "label"} <= set(truth):
+        raise ValueError('ground_truth must be {"n": responses, "label": label in the shown order}')
+    return rule_reward(solution_str, int(truth["n"]), int(truth["label"]))
