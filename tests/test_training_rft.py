@@ -240,3 +240,14 @@ async def test_rft_on_dev_items_with_the_real_engine(vllm_generator: VLLMGenerat
         item = next(i for i in chosen if i.key == row["item_id"])
         assert judgment_correct(row["completion"][0]["content"], row["order"], item.label)
         assert stats["per_item"][row["item_id"]]["status"].startswith("kept")
+
+
+async def test_an_item_past_its_deadline_is_left_for_the_rerun(tmp_path: Path) -> None:
+    chosen = items(limit=2)
+    slow = ScriptedGenerator(judge=obeying_judge(items()), delay_s=2.0)
+    late = JudgeService(slow, GENERIC, Settings().with_overrides({"limits.request_timeout_s": 0.1}))
+    stats = await run_rft(late, chosen, tmp_path, SamplingOptions(k=2, max_tokens=128), hint_share=0.5)
+    assert stats["items"]["unfinished"] == 2 and stats["items"]["judged"] == 0 and read_records(tmp_path) == {}
+    stats = await run_rft(service(ScriptedGenerator(judge=obeying_judge(items()))), chosen, tmp_path,
+                          SamplingOptions(k=2, max_tokens=128), hint_share=0.5)  # fmt: skip
+    assert stats["items"]["unfinished"] == 0 and set(read_records(tmp_path)) == {i.key for i in chosen}

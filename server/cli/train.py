@@ -32,6 +32,9 @@ def rft(
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="token budget per judgment")] = None,
     temperature: Annotated[float | None, typer.Option(help="sampling temperature (default: the judge's)")] = None,
     concurrency: Annotated[int, typer.Option(help="items judged at once")] = 4,
+    item_timeout: Annotated[
+        float, typer.Option("--item-timeout", help="seconds one item may take (a late one is judged by a rerun)")
+    ] = 1800.0,
     backend: Annotated[Backend | None, typer.Option(help="vllm (in-process) or openai (remote server)")] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible base URL")] = None,
     model: Annotated[str | None, typer.Option(help="GRM model path or name (default: embedded CPU model)")] = None,
@@ -45,9 +48,11 @@ def rft(
     from server.training.rft_output import check_manifest, run_manifest
 
     with cli_errors():
+        if item_timeout <= 0:
+            fail("--item-timeout must be > 0")
         settings = load_settings(
             {"generator.backend": backend, "generator.base_url": base_url, "generator.model": model,
-             "meta_rm.backend": MetaRMBackend.NONE}
+             "meta_rm.backend": MetaRMBackend.NONE, "limits.request_timeout_s": item_timeout}
         )  # fmt: skip
         if not 1 <= k <= settings.judging.max_k:
             fail(f"--k must be in 1..{settings.judging.max_k}")
@@ -76,6 +81,10 @@ def rft(
         stats = asyncio.run(_rft(settings, loaded.items, out, options, hint_share, loaded.skipped, progress))
     items = stats["items"]
     dropped = ", ".join(f"{n} {why}" for why, n in items["dropped"].items()) or "none"
+    if items["unfinished"]:
+        typer.echo(
+            f"{items['unfinished']} items ran past --item-timeout: rerun the same command to judge them", err=True
+        )
     typer.echo(
         f"wrote {stats['rows']} rows ({stats['hinted_rows']} hinted, {stats['hinted_share']:.1%}) from {items['kept']} of "
         f"{items['judged']} items to {out / 'rft.jsonl'}; dropped: {dropped}; plain correct share "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.core.errors import InvalidRequestError, NoValidJudgmentError
+from server.core.errors import InvalidRequestError, NoValidJudgmentError, RequestTimeoutError
 from server.core.judging import JudgeService
 from server.core.prompts import Message, PromptBuilder, TemplateName
 from server.core.types import JudgeRequest, JudgeResult
@@ -71,8 +71,9 @@ def _samples(item: EvalItem, result: JudgeResult, prompts: PromptBuilder, *, hin
     return out
 
 
-async def judge_item(service: JudgeService, item: EvalItem, options: SamplingOptions) -> dict[str, Any]:
-    """One item's record: k labelled judgments, and k hinted ones when none was correct (n >= 2)."""
+async def judge_item(service: JudgeService, item: EvalItem, options: SamplingOptions) -> dict[str, Any] | None:
+    """One item's record: k labelled judgments, and k hinted ones when none was correct (n >= 2); None when the
+    item ran past the request deadline (`limits.request_timeout_s`): it is not recorded, so a rerun judges it."""
     started = time.monotonic()
     record: dict[str, Any] = {"key": item.key, "n": len(item.responses), "label": item.label, "error": None}
     usage = [0, 0]
@@ -100,6 +101,9 @@ async def judge_item(service: JudgeService, item: EvalItem, options: SamplingOpt
             result = await sample(hinted, derive_seed(item.seed, "hint"), "hint")
             samples += _samples(item, result, service.prompts, hinted=True)
         record["samples"] = samples
+    except RequestTimeoutError as exc:
+        logger.warning("item %s not finished: %s (a rerun judges it again)", item.key, exc.message)
+        return None
     except (InvalidRequestError, NoValidJudgmentError) as exc:  # this item cannot be judged; engine failures propagate
         logger.warning("item %s skipped: %s: %s", item.key, exc.type, exc.message)
         record.update(error=exc.type, message=exc.message, samples=[])
@@ -130,17 +134,21 @@ async def sample_items(
     options: SamplingOptions,
     on_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Judge the items `out` has no record of yet, appending each record as it finishes; every record of the
-    chosen items. An item the judge refuses (too long, no parseable judgment) is recorded with its error and not retried by a rerun."""
+    """Judge the items `out` has no record of yet, appending each record as it finishes; the records of the
+    chosen items (an item past its deadline has none). An item the judge refuses (too long, no parseable judgment) is recorded with its error and not retried by a rerun."""
     done = read_records(out)
     todo = [item for item in items if item.key not in done]
     gate = asyncio.Semaphore(max(1, options.concurrency))
+    unfinished: list[str] = []
     out.mkdir(parents=True, exist_ok=True)
     with (out / RECORDS).open("a", encoding="utf-8") as fh:
 
         async def one(item: EvalItem) -> None:
             async with gate:
                 record = await judge_item(service, item, options)
+            if record is None:
+                unfinished.append(item.key)
+                return
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             fh.flush()
             done[item.key] = record
@@ -148,7 +156,7 @@ async def sample_items(
                 on_done(record)
 
         await asyncio.gather(*(one(item) for item in todo))
-    return {item.key: done[item.key] for item in items}
+    return {item.key: done[item.key] for item in items if item.key in done}
 
 
 async def run_rft(
@@ -165,5 +173,6 @@ async def run_rft(
     records = list((await sample_items(service, items, out, options, on_done)).values())
     selection = select_rows(records, hint_share)
     stats = build_stats(records, selection, skipped or Counter(), hint_share)
+    stats["items"]["unfinished"] = len(items) - len(records)
     write_outputs(out, selection, stats)
     return stats
