@@ -175,10 +175,13 @@ async def run_rft(
 ) -> dict[str, Any]:
     """Sample what `out` lacks (`service` may be None when nothing is), then (re)write rft.jsonl and stats.json
     from every record; the stats."""
+    started = time.monotonic()
     records = list((await sample_items(service, items, out, options, on_done)).values())
+    wall = time.monotonic() - started
     selection = select_rows(records, hint_share, balance=balance)
     stats = build_stats(records, selection, skipped or Counter(), hint_share)
     stats["balance_positions"] = balance
+    stats["wall_s_this_run"] = round(wall, 1)  # a resumed run counts only what it judged
     stats["items"]["unfinished"] = len(items) - len(records)
     write_outputs(out, selection, stats)
     return stats

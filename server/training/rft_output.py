@@ -143,7 +143,7 @@ def build_stats(
         "prompt_tokens": sum(r["prompt_tokens"] for r in records),
         "completion_tokens": completion_tokens,
         "completion_tokens_per_kept_row": completion_tokens / len(sel.rows) if sel.rows else None,
-        "time_s": round(sum(r["time_s"] for r in records), 3),
+        "item_time_s_sum": round(sum(r["time_s"] for r in records), 3),  # items overlap (concurrency): not wall time
         "per_item": {
             r["key"]: {
                 "pass_rate": r.get("pass_rate"),
