@@ -1,4 +1,4 @@
-"""The `grm-server` command line: score, serve, meta-rm, eval, reproduce."""
+"""The `grm-server` command line: score, serve, meta-rm, eval, reproduce, train."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from server.cli.common import MetaRMOption, cli_errors, load_settings, meta_rm_o
 from server.cli.eval import eval_command
 from server.cli.meta import meta_app
 from server.cli.reproduce import reproduce_command
+from server.cli.train import train_app
 from server.core.settings import Backend, Settings
 from server.http.protocol import ScoreItem, ScoreParams, ScoreResponse
 
@@ -24,6 +25,7 @@ app = typer.Typer(
 
 
 app.add_typer(meta_app, name="meta-rm")
+app.add_typer(train_app, name="train")
 app.command("eval")(eval_command)
 app.command("reproduce")(reproduce_command)
 
