@@ -174,6 +174,7 @@ async def test_get_reward_with_more_prompt_groups_than_slots_gets_every_answer(j
 async def test_joined_per_sample_calls_take_one_slot_per_joint_judgment_through_the_queue() -> None:
     gen = CountingGenerator(delay_s=0.05)
     limits = {"limits.max_concurrent_requests": 2, "rewards.join_window_s": 1, "rewards.join_max_wait_s": 5}
+    limits["rewards.reattach"] = False  # calls j and j + 9 are identical: each is judged here, none re-attaches
     async with app_client(limits, generator=gen) as (client, _):
         calls = [  # 30 per-sample calls (one rollout each) for 3 prompts, sent at once
             client.post(

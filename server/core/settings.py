@@ -152,6 +152,24 @@ class RewardSettings(BaseModel):
         0.05, ge=0, le=10, description="a joint group is judged when no rollout of its prompt arrived for this long"
     )
     join_max_wait_s: float = Field(0.5, ge=0, le=60, description="longest a rollout waits for others of its prompt")
+    reattach: bool = Field(
+        True,
+        description="an identical reward call (same route, body and API key) gets the judgment in flight or just "
+        "finished instead of a new one (trainer retries after a client timeout)",
+    )
+    reattach_ttl_s: float = Field(
+        60.0, ge=0, le=3600, description="how long a finished reward call's result is kept for an identical call"
+    )
+    abandon_grace_s: float = Field(
+        10.0,
+        ge=0,
+        le=600,
+        description="a reward judgment whose callers all disconnected is aborted after this long, unless an "
+        "identical call re-attached",
+    )
+    reattach_max_entries: int = Field(
+        4096, ge=1, le=1_000_000, description="reward calls in flight, and finished results, kept for re-attachment"
+    )
 
 
 class ServerSettings(BaseModel):

@@ -54,6 +54,7 @@ def create_app(settings: Settings, generator: Generator | None = None, meta_rm: 
                 logger.error("engines failed to start; /ready reports it: %s", exc.message)
             yield
             runtime.service, runtime.error = None, "shutting down"
+            await serving.reattacher.close()  # judgments kept for a retry end before the engines close
 
     app = FastAPI(
         title="grm-server",
@@ -63,7 +64,8 @@ def create_app(settings: Settings, generator: Generator | None = None, meta_rm: 
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.serving = Serving(runtime, settings, join_observer=metrics)
+    serving = Serving(runtime, settings, join_observer=metrics, reattach_observer=metrics)
+    app.state.serving = serving
     app.state.api_keys = [k.get_secret_value().encode() for k in settings.server.api_keys]
     install_error_handlers(app)
     app.add_middleware(

@@ -119,6 +119,25 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.reattached_calls = Counter(
+            "grm_reward_reattached_total",
+            "reward calls answered by an identical call's judgment (a retry), by its state: in_flight or finished",
+            ["state"],
+            registry=self.registry,
+        )
+        self.abandoned_judgments = Counter(
+            "grm_reward_abandoned_total",
+            "reward judgments aborted after abandon_grace_s with all their callers disconnected",
+            registry=self.registry,
+        )
+
+    # ReattachObserver
+    def reattached(self, state: str) -> None:
+        self.reattached_calls.labels(state).inc()
+
+    def abandoned(self) -> None:
+        self.abandoned_judgments.inc()
+
     # Supervisor listener
     def engine_state(self, engine: str, state: EngineState, restarted: bool) -> None:
         if restarted:

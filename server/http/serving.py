@@ -22,6 +22,7 @@ from server.core.errors import (
 from server.core.grouping import Joiner, JoinObserver
 from server.core.judging import JudgeService
 from server.core.prompts import Message
+from server.core.reattach import Reattacher, ReattachObserver
 from server.core.rollouts import split_query
 from server.core.settings import Settings
 from server.core.supervisor import EngineState, Supervisor
@@ -85,11 +86,24 @@ class Runtime:
 class Serving:
     """One instance per app; every public method is one API surface."""
 
-    def __init__(self, runtime: Runtime, settings: Settings, join_observer: JoinObserver | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: Settings,
+        join_observer: JoinObserver | None = None,
+        reattach_observer: ReattachObserver | None = None,
+    ) -> None:
         self.runtime = runtime
         self.settings = settings
         self.join_observer = join_observer
         self._joiner: Joiner | None = None
+        rw = settings.rewards
+        self.reattacher = Reattacher(  # retries of the reward routes re-attach (the routes name each call)
+            ttl_s=rw.reattach_ttl_s,
+            grace_s=rw.abandon_grace_s,
+            max_entries=rw.reattach_max_entries,
+            observer=reattach_observer,
+        )
 
     def joiner(self, service: JudgeService) -> Joiner:
         """The joint-judging front of the running service (rebuilt when the service changes)."""

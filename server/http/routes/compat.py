@@ -15,7 +15,14 @@ from server.http.protocol_compat import (
     VLLMScoreRequest,
     VLLMScoreResponse,
 )
-from server.http.routes.deps import ERROR_RESPONSES, KeyedRoute, RequestIdDep, ServingDep, until_disconnect
+from server.http.routes.deps import (
+    ERROR_RESPONSES,
+    KeyedRoute,
+    RequestIdDep,
+    ServingDep,
+    reattached,
+    until_disconnect,
+)
 from server.http.serving import Serving
 
 router = APIRouter(route_class=KeyedRoute, tags=["compatible"], responses=ERROR_RESPONSES)
@@ -36,7 +43,7 @@ def _deadline(request: Request, serving: Serving) -> float | None:
 async def get_reward(body: RewardRequest, request: Request, serving: ServingDep, rid: RequestIdDep) -> RewardResponse:
     rewards, deadline = serving.settings.rewards, _deadline(request, serving)
     return await within_deadline(
-        until_disconnect(request, serving.get_reward(body, rid)),
+        reattached(request, serving, body, lambda: serving.get_reward(body, rid)),
         deadline,
         lambda: RewardResponse.fallback(len(body.query), rewards.fallback),
         strict=rewards.strict,
@@ -49,7 +56,7 @@ async def slime_reward(
 ) -> float:
     rewards, deadline = serving.settings.rewards, _deadline(request, serving)
     score, valid = await within_deadline(
-        until_disconnect(request, serving.slime_reward_judged(body, rid)),
+        reattached(request, serving, body, lambda: serving.slime_reward_judged(body, rid)),
         deadline,
         lambda: (rewards.fallback, False),
         strict=rewards.strict,
@@ -62,7 +69,7 @@ async def slime_reward(
 async def chat_completions(
     body: ChatRewardRequest, request: Request, serving: ServingDep, rid: RequestIdDep
 ) -> ChatRewardResponse:
-    return await until_disconnect(request, serving.chat_reward(body, rid))
+    return await reattached(request, serving, body, lambda: serving.chat_reward(body, rid))
 
 
 @router.get("/v1/models", summary="The served GRM")

@@ -4,6 +4,7 @@ parsed, request ids, and cancel-on-disconnect."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 import sys
@@ -12,8 +13,10 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from server.core.errors import AuthenticationError, ClientDisconnected, InvalidRequestError
+from server.core.reattach import call_key
 from server.http.protocol import ErrorResponse
 from server.http.serving import Serving
 
@@ -157,8 +160,9 @@ ServingDep = Annotated[Serving, Depends(get_serving)]
 RequestIdDep = Annotated[str, Depends(request_id)]
 
 
-async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run `work`; if the client goes away first, cancel it (aborting its engine requests)."""
+async def until_disconnect(request: Request, work: Awaitable[T], on_disconnect: Callable[[], None] | None = None) -> T:
+    """Run `work`; if the client goes away first, cancel it (aborting its engine requests), after calling
+    `on_disconnect` (a re-attached call's judgment then waits for a retry instead)."""
     task = asyncio.ensure_future(work)
 
     async def watch() -> None:
@@ -171,6 +175,8 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if task not in done:
+            if on_disconnect is not None:
+                on_disconnect()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             request.app.state.metrics.disconnects.inc()
@@ -181,3 +187,22 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
         if not task.done():  # the handler itself was cancelled: the work's cleanup (slots, engine aborts) ends first
             task.cancel()
             await asyncio.wait({task})
+
+
+def caller_identity(request: Request) -> str:
+    """Who the caller is for sharing results: a digest of its API key when keys are configured, else nobody."""
+    if not request.app.state.api_keys:
+        return ""
+    token = request.headers.get("authorization", "").partition(" ")[2]
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def reattached(request: Request, serving: Serving, body: BaseModel, work: Callable[[], Awaitable[T]]) -> T:
+    """`work()` until the client disconnects, shared with identical calls (same route, API key and body JSON)
+    while it runs and for `rewards.reattach_ttl_s` after (`rewards.reattach`); a disconnected caller's judgment
+    waits `rewards.abandon_grace_s` for a retry before it is aborted."""
+    if not serving.settings.rewards.reattach:
+        return await until_disconnect(request, work())
+    key = call_key(request.url.path, caller_identity(request), body.model_dump_json())
+    attachment = serving.reattacher.attach(key, work)
+    return await until_disconnect(request, attachment.result(), on_disconnect=attachment.leave)
