@@ -210,3 +210,32 @@ def test_deploy_doc_states_the_fault_semantics_of_every_supervision_setting() ->
         assert f"`{remote}" in section, remote
     liveness = container(k8s("Deployment", "grm-server"))["livenessProbe"]["httpGet"]["path"]
     assert liveness == "/health" and "/health" in section  # liveness must be the route that fails only when dead
+
+
+def test_deploy_doc_states_the_fronts_policy_and_sizes_it_from_measured_capacity() -> None:
+    """docs/deploy.md says what server.yaml does, and its sizing table is the bench's committed measurement."""
+    import json
+
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    section = doc[doc.index("## One front, many engines") : doc.index("## The CPU install")]
+    spec = k8s("Deployment", "grm-server")["spec"]
+    assert spec["replicas"] == 1 and "one replica, no autoscaler" in section
+    assert f"sessionAffinity: {k8s('Service', 'grm-server')['spec']['sessionAffinity']}" in section
+    rolling = spec["strategy"]["rollingUpdate"]
+    assert f"`maxSurge: {rolling['maxSurge']}`, `maxUnavailable: {rolling['maxUnavailable']}`" in section
+    cpu = container(k8s("Deployment", "grm-server"))["resources"]["requests"]["cpu"]
+    assert f'`requests.cpu: "{cpu}"`' in section
+    results = ROOT / "bench" / "results"
+    measured = json.loads((results / "front_capacity.json").read_text())["rows"]
+    table = re.findall(r"^\| (\d+) \| (\d+) x (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", section, re.M)
+    assert table == [
+        tuple(
+            str(round(r[key]))
+            for key in ("k", "prompts", "rollouts", "rollout_calls", "calls_per_cpu_s", "judgments_per_cpu_s")
+        )
+        for r in measured
+    ]
+    (rule,) = re.findall(r"one core takes over (\d+) rollout calls per second", section)
+    slower = json.loads((results / "front_capacity_window_0.5.json").read_text())["rows"]
+    assert all(int(rule) <= r["calls_per_cpu_s"] for r in measured + slower), "the rule must hold in every run"
+    assert all(r["valid_fraction"] == 1.0 for r in measured + slower)
