@@ -44,7 +44,7 @@ def test_k8s_manifests_are_valid_kubernetes_objects() -> None:
         assert len([d for d in yaml.safe_load_all(rendered) if d]) == len(docs)
 
 
-def test_k8s_server_probes_ports_and_autoscaling() -> None:
+def test_k8s_server_probes_and_ports() -> None:
     deployment, pod = k8s("Deployment", "grm-server"), container(k8s("Deployment", "grm-server"))
     refs = {(r.get("configMapRef") or r.get("secretRef"))["name"] for r in pod["envFrom"]}
     assert refs == {"grm-server-settings", "grm-server-api-keys"}
@@ -58,11 +58,48 @@ def test_k8s_server_probes_ports_and_autoscaling() -> None:
     }
     assert {p["port"] for p in probes.values()} == {"http"}
     assert k8s("Service", "grm-server")["spec"]["ports"][0]["targetPort"] == "http"
-    assert (
-        k8s("HorizontalPodAutoscaler", "grm-server")["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
-    )
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert "nvidia.com/gpu" not in str(pod["resources"]), "the reward server itself needs no GPU"
+
+
+def test_k8s_front_is_one_replica_so_every_clients_rollouts_are_joined() -> None:
+    """Rollouts are joined per process and raw clients send no group key: the front runs one replica, nothing
+    scales it out, updates overlap instead of leaving a gap, and a second replica would keep clients apart."""
+    deployment = k8s("Deployment", "grm-server")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    scalers = [d for d in k8s_docs() if d["kind"] == "HorizontalPodAutoscaler"]
+    assert [d for d in scalers if d["spec"]["scaleTargetRef"]["name"] == "grm-server"] == []
+    # a PodDisruptionBudget that keeps one pod of one replica would block every node drain
+    budgets = [d for d in k8s_docs() if d["kind"] == "PodDisruptionBudget"]
+    assert [b for b in budgets if b["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]] == []
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    lost_node = {t["key"]: t["tolerationSeconds"] for t in spec["template"]["spec"]["tolerations"]}
+    assert lost_node.keys() == {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+    assert max(lost_node.values()) <= 30, "the default 300 s leaves trainers without a reward for 5 minutes"
+    service = k8s("Service", "grm-server")["spec"]
+    assert service["selector"] == spec["selector"]["matchLabels"]
+    assert service["sessionAffinity"] == "ClientIP"
+    assert service["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"] >= 3600
+
+
+@pytest.mark.parametrize(
+    ("url_key", "engine"), [("GRM_GENERATOR__BASE_URL", "grm-vllm"), ("GRM_META_RM__BASE_URL", "meta-rm-vllm")]
+)
+def test_k8s_front_judges_through_the_engine_services(url_key: str, engine: str) -> None:
+    """The front holds no model: it reaches each engine tier through that tier's Service, which spreads its calls
+    over the engine replicas; the engines scale by replicas, the front does not."""
+    env = server_env_sets()["k8s"]
+    backend = {"GRM_GENERATOR__BASE_URL": "GRM_GENERATOR__BACKEND", "GRM_META_RM__BASE_URL": "GRM_META_RM__BACKEND"}
+    assert env[backend[url_key]] in {"openai", "remote"}
+    host, port, _ = url_parts(env[url_key])
+    assert host == engine
+    service, deployment = k8s("Service", engine)["spec"], k8s("Deployment", engine)
+    assert service["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service.get("sessionAffinity", "None") == "None", "engine calls must spread over the engine replicas"
+    assert port in {p["port"] for p in service["ports"]}
+    front = k8s("Deployment", "grm-server")["spec"]["selector"]["matchLabels"]
+    assert service["selector"] != front
 
 
 def test_k8s_ingress_routes_a_prompt_group_to_one_replica_by_the_client_header() -> None:
@@ -173,3 +210,32 @@ def test_deploy_doc_states_the_fault_semantics_of_every_supervision_setting() ->
         assert f"`{remote}" in section, remote
     liveness = container(k8s("Deployment", "grm-server"))["livenessProbe"]["httpGet"]["path"]
     assert liveness == "/health" and "/health" in section  # liveness must be the route that fails only when dead
+
+
+def test_deploy_doc_states_the_fronts_policy_and_sizes_it_from_measured_capacity() -> None:
+    """docs/deploy.md says what server.yaml does, and its sizing table is the bench's committed measurement."""
+    import json
+
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    section = doc[doc.index("## One front, many engines") : doc.index("## The CPU install")]
+    spec = k8s("Deployment", "grm-server")["spec"]
+    assert spec["replicas"] == 1 and "one replica, no autoscaler" in section
+    assert f"sessionAffinity: {k8s('Service', 'grm-server')['spec']['sessionAffinity']}" in section
+    rolling = spec["strategy"]["rollingUpdate"]
+    assert f"`maxSurge: {rolling['maxSurge']}`, `maxUnavailable: {rolling['maxUnavailable']}`" in section
+    cpu = container(k8s("Deployment", "grm-server"))["resources"]["requests"]["cpu"]
+    assert f'`requests.cpu: "{cpu}"`' in section
+    results = ROOT / "bench" / "results"
+    measured = json.loads((results / "front_capacity.json").read_text())["rows"]
+    table = re.findall(r"^\| (\d+) \| (\d+) x (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", section, re.M)
+    assert table == [
+        tuple(
+            str(round(r[key]))
+            for key in ("k", "prompts", "rollouts", "rollout_calls", "calls_per_cpu_s", "judgments_per_cpu_s")
+        )
+        for r in measured
+    ]
+    (rule,) = re.findall(r"one core takes over (\d+) rollout calls per second", section)
+    slower = json.loads((results / "front_capacity_window_0.5.json").read_text())["rows"]
+    assert all(int(rule) <= r["calls_per_cpu_s"] for r in measured + slower), "the rule must hold in every run"
+    assert all(r["valid_fraction"] == 1.0 for r in measured + slower)
