@@ -36,12 +36,18 @@ class Recorder:
 
 
 def make_joiner(
-    gen: ScriptedGenerator, cap: int = 4, window_s: float = 0.02, max_wait_s: float = 0.2, **ov: Any
+    gen: ScriptedGenerator,
+    cap: int = 4,
+    window_s: float = 0.02,
+    max_wait_s: float = 0.2,
+    group_size: int | None = None,
+    **ov: Any,
 ) -> tuple[Joiner, Recorder]:
     st_ = Settings().with_overrides({"judging.retries": 0, **ov})
     service = JudgeService(gen, build_prompt_builder(st_), st_)
     rec = Recorder()
-    return Joiner(service, cap=cap, window_s=window_s, max_wait_s=max_wait_s, observer=rec), rec
+    joiner = Joiner(service, cap=cap, window_s=window_s, max_wait_s=max_wait_s, group_size=group_size, observer=rec)
+    return joiner, rec
 
 
 def req(prompt: str, *responses: str, k: int = 1, seed: int | None = 1) -> JudgeRequest:
@@ -179,7 +185,7 @@ def test_every_caller_gets_its_own_scores_and_groups_respect_the_cap(
         results = await asyncio.gather(*(joiner.judge(req(p, *("x" * n for n in lens))) for p, lens in calls))
         for (_, lens), result in zip(calls, results, strict=True):
             assert list(result.scores) == [float(n) for n in lens]
-        assert sum(rec.sizes) == sum(len(lens) for _, lens in calls if len(lens) < cap)
+        assert sum(rec.sizes) <= sum(len(lens) for _, lens in calls if len(set(lens)) < cap)  # duplicates once
         assert all(size <= cap for size in rec.sizes)
         assert joiner.open_buckets == 0
 
@@ -310,3 +316,129 @@ async def test_each_request_is_planned_once_on_the_joint_path(monkeypatch: pytes
     monkeypatch.setattr(joiner.service, "plan", counting)
     await asyncio.gather(*(joiner.judge(req("P", t)) for t in ("a", "bb", "ccc")))
     assert planned == [1, 2, 3] and len(gen.calls) == 1  # alone, then as the joint request it makes
+
+
+# joining by group size G (rewards.group_size or the X-GRM-Group-Size header): rollouts finishing seconds apart
+
+
+async def test_rollouts_seconds_apart_are_judged_as_one_group_with_g_set(app_factory: Any) -> None:
+    """0.3-0.5 s between rollouts: the window (0.05 s) alone judges them one by one; G = 4 joins them."""
+    gen = ScriptedGenerator()
+    client, _ = await app_factory({"rewards.group_size": 4}, generator=gen)
+    gaps = [0.0, 0.3, 0.5, 0.4]
+
+    async def one(i: int, text: str) -> httpx.Response:
+        await asyncio.sleep(sum(gaps[: i + 1]))
+        r: httpx.Response = await client.post("/get_reward", json={"query": ["P:" + text], "prompts": ["P:"], "k": 1})
+        return r
+
+    responses = await asyncio.gather(*(one(i, t) for i, t in enumerate(["a", "bb", "ccc", "dddd"])))
+    assert [r.json()["rewards"] for r in responses] == [[1.0], [2.0], [3.0], [4.0]]
+    assert len(gen.calls) == 1 and sorted(judged_groups(gen)[0]) == ["a", "bb", "ccc", "dddd"]
+
+
+async def test_a_partial_group_is_judged_at_the_max_wait(app_factory: Any) -> None:
+    gen = ScriptedGenerator()
+    client, _ = await app_factory({"rewards.group_size": 4, "rewards.join_max_wait_s": 0.4}, generator=gen)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    responses = await asyncio.gather(
+        *(client.post("/reward", json={"prompt": "P", "response": t, "k": 1}) for t in ("a", "bb"))
+    )
+    waited = loop.time() - start
+    assert [r.json() for r in responses] == [1.0, 2.0] and len(gen.calls) == 1
+    assert 0.4 <= waited < 10  # judged at the max wait with the 2 that arrived, not before
+
+
+async def test_a_group_beyond_the_cap_is_split_and_its_last_part_judged_when_g_are_in() -> None:
+    gen = ScriptedGenerator()
+    joiner, rec = make_joiner(gen, cap=2, window_s=0.01, max_wait_s=60, group_size=5)
+
+    async def rollout(i: int) -> float:
+        await asyncio.sleep(0.05 * i)  # five times the window apart: the window alone would judge 1 by 1
+        return float((await joiner.judge(req("P", "x" * (i + 1)))).scores[0])
+
+    async with asyncio.timeout(10):  # the last part is judged when the 5th is in, not at the 60 s max wait
+        scores = await asyncio.gather(*(rollout(i) for i in range(5)))
+    assert scores == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert rec.sizes == [2, 2, 1] and joiner.open_buckets == joiner.open_groups == 0
+
+
+async def test_the_group_size_header_wins_over_the_setting(app_factory: Any) -> None:
+    gen = ScriptedGenerator()
+    client, _ = await app_factory({"rewards.group_size": 8, "rewards.join_max_wait_s": 60}, generator=gen)
+
+    async def one(delay: float, text: str) -> httpx.Response:
+        await asyncio.sleep(delay)
+        body = {"prompt": "P", "response": text, "k": 1}
+        r: httpx.Response = await client.post("/reward", json=body, headers={"X-GRM-Group-Size": "2"})
+        return r
+
+    async with asyncio.timeout(20):  # G = 8 from the setting would wait the 60 s max wait
+        responses = await asyncio.gather(one(0, "a"), one(0.3, "bb"))
+    assert [r.json() for r in responses] == [1.0, 2.0] and len(gen.calls) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "99999999", ""])
+async def test_a_bad_group_size_header_is_a_400(app_factory: Any, value: str) -> None:
+    from tests.conftest import assert_error
+
+    client, _ = await app_factory(generator=ScriptedGenerator())
+    for path, body in [
+        ("/reward", {"prompt": "P", "response": "a"}),
+        ("/get_reward", {"query": ["P:a"], "prompts": ["P:"]}),
+    ]:
+        r = await client.post(path, json=body, headers={"X-GRM-Group-Size": value})
+        assert_error(r, 400, param="X-GRM-Group-Size")
+
+
+async def test_duplicate_rollouts_are_judged_once_and_each_caller_gets_the_reward(app_factory: Any) -> None:
+    gen = ScriptedGenerator()
+    client, _ = await app_factory({"rewards.group_size": 4}, generator=gen)
+    texts = ["a", "bb", "a", "bb"]
+    responses = await asyncio.gather(
+        *(client.post("/get_reward", json={"query": ["P:" + t], "prompts": ["P:"], "k": 1}) for t in texts)
+    )
+    assert [r.json()["rewards"] for r in responses] == [[1.0], [2.0], [1.0], [2.0]]
+    assert len(gen.calls) == 1 and sorted(judged_groups(gen)[0]) == ["a", "bb"]
+
+
+@pytest.mark.parametrize("cap", [2, 3])  # judged alone (2 texts reach the cap) or through a bucket
+async def test_duplicates_within_one_call_are_judged_once(cap: int) -> None:
+    gen = ScriptedGenerator()
+    joiner, _ = make_joiner(gen, cap=cap)
+    result = await joiner.judge(req("P", "a", "bb", "a", "bb", "a"))  # 5 rollouts, 2 texts
+    assert result.scores == (1.0, 2.0, 1.0, 2.0, 1.0) and [sorted(g) for g in judged_groups(gen)] == [["a", "bb"]]
+    assert result.best == pick_best(result.rewards, result.seed)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from("PQ"), st.integers(1, 6)), min_size=1, max_size=14),
+    st.integers(1, 4),
+)
+def test_with_g_set_every_prompt_is_judged_once_all_are_in_within_the_cap(
+    rollouts: list[tuple[str, int]], cap: int
+) -> None:
+    """G = each prompt's rollout count: every prompt is judged in ceil(distinct / cap) judgments, never by
+    the (hour-long) max wait, and each caller gets the score of its own text."""
+
+    async def run() -> None:
+        gen = ScriptedGenerator()
+        joiner, rec = make_joiner(gen, cap=cap, window_s=0.0, max_wait_s=3600)
+        count = {p: sum(1 for q, _ in rollouts if q == p) for p, _ in rollouts}
+
+        async def one(i: int, prompt: str, n: int) -> float:
+            await asyncio.sleep(0.001 * i)
+            return float((await joiner.judge(req(prompt, "x" * n), group_size=count[prompt])).scores[0])
+
+        async with asyncio.timeout(30):
+            scores = await asyncio.gather(*(one(i, p, n) for i, (p, n) in enumerate(rollouts)))
+        assert scores == [float(n) for _, n in rollouts]
+        assert all(size <= cap for size in rec.sizes)
+        distinct = {p: len({n for q, n in rollouts if q == p}) for p in count}
+        assert len(rec.sizes) <= sum(-(-c // cap) for c in count.values())  # every part but the last is full
+        assert cap == 1 or sum(rec.sizes) >= sum(distinct.values())  # at cap 1 each is judged alone
+        assert joiner.open_buckets == joiner.open_groups == 0
+
+    asyncio.run(run())

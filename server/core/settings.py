@@ -151,7 +151,22 @@ class RewardSettings(BaseModel):
     join_window_s: float = Field(
         0.05, ge=0, le=10, description="a joint group is judged when no rollout of its prompt arrived for this long"
     )
-    join_max_wait_s: float = Field(0.5, ge=0, le=60, description="longest a rollout waits for others of its prompt")
+    join_max_wait_s: float | None = Field(
+        None,
+        ge=0,
+        le=300,
+        description="longest a rollout waits for others of its prompt; unset = 0.5 s when joining by window, "
+        "30 s when joining by group size (rewards.group_size or the X-GRM-Group-Size header): rollouts of one "
+        "prompt finish seconds apart; a value set here applies to both",
+    )
+    group_size: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="the trainer's rollouts per prompt (G): a prompt's rollouts are judged as soon as G are in "
+        "(in judgments of at most rewards.join_cap), or at the max wait with what arrived; the per-call "
+        "X-GRM-Group-Size header wins; unset = join by rewards.join_window_s",
+    )
     reattach: bool = Field(
         True,
         description="an identical reward call (same route, body and API key) gets the judgment in flight or just "
@@ -170,6 +185,12 @@ class RewardSettings(BaseModel):
     reattach_max_entries: int = Field(
         4096, ge=1, le=1_000_000, description="reward calls in flight, and finished results, kept for re-attachment"
     )
+
+    def window_max_wait_s(self) -> float:
+        return 0.5 if self.join_max_wait_s is None else self.join_max_wait_s
+
+    def group_max_wait_s(self) -> float:
+        return 30.0 if self.join_max_wait_s is None else self.join_max_wait_s
 
 
 class ServerSettings(BaseModel):

@@ -113,7 +113,9 @@ class Serving:
                 service,
                 cap=self.settings.rewards.join_cap,
                 window_s=rw.join_window_s,
-                max_wait_s=rw.join_max_wait_s,
+                max_wait_s=rw.window_max_wait_s(),
+                group_size=rw.group_size,
+                group_max_wait_s=rw.group_max_wait_s(),
                 observer=self.join_observer,
             )
         return self._joiner
@@ -209,9 +211,10 @@ class Serving:
             usage=_usage(results),
         )
 
-    async def get_reward(self, req: RewardRequest, request_id: str) -> RewardResponse:
+    async def get_reward(self, req: RewardRequest, request_id: str, group_size: int | None = None) -> RewardResponse:
         """OpenRLHF remote RM: rollouts sharing a prompt are judged together (at most `rewards.join_cap`).
-        A group that cannot be judged gets `rewards.fallback` and `valid=0` unless `rewards.strict`."""
+        A group that cannot be judged gets `rewards.fallback` and `valid=0` unless `rewards.strict`.
+        `group_size`: the caller's rollouts per prompt (wins over `rewards.group_size`)."""
         cap = self.settings.rewards.join_cap
         prompts = req.prompts if req.prompts is not None else [""] * len(req.query)
         by_prompt: dict[str, list[_Group]] = {}
@@ -232,7 +235,7 @@ class Serving:
                 chunks.append(_Group((Message("user", prompt),)))
             chunks[-1].add(index, response)
         groups = [g for chunks in by_prompt.values() for g in chunks]
-        outcomes = await self._judge_groups_or_fallback(groups, req, request_id, "query")
+        outcomes = await self._judge_groups_or_fallback(groups, req, request_id, "query", group_size)
         n = len(req.query)
         fallback = self.settings.rewards.fallback
         rewards, sums, valid_judgments, valid = [fallback] * n, [0.0] * n, [0.0] * n, [0.0] * n
@@ -263,7 +266,9 @@ class Serving:
         """slime remote RM: one rollout; the answer is its reward (mean score 1..10, or the fallback)."""
         return (await self.slime_reward_judged(req, request_id))[0]
 
-    async def slime_reward_judged(self, req: SlimeRewardRequest, request_id: str) -> tuple[float, bool]:
+    async def slime_reward_judged(
+        self, req: SlimeRewardRequest, request_id: str, group_size: int | None = None
+    ) -> tuple[float, bool]:
         """slime_reward's reward and whether a judgment gave it (False: the fallback)."""
         if isinstance(req.prompt, str):
             conversation: tuple[Message, ...] = (Message("user", req.prompt),)
@@ -271,13 +276,14 @@ class Serving:
             conversation = tuple(m.message() for m in req.prompt)
         group = _Group(conversation)
         group.add(0, req.response)
-        (result,) = await self._judge_groups_or_fallback([group], req, request_id, "response")
+        (result,) = await self._judge_groups_or_fallback([group], req, request_id, "response", group_size)
         return (self.settings.rewards.fallback, False) if result is None else (result.scores[0], True)
 
     async def _judge_groups_or_fallback(
-        self, groups: Sequence[_Group], knobs: Knobs, request_id: str, param: str
+        self, groups: Sequence[_Group], knobs: Knobs, request_id: str, param: str, group_size: int | None = None
     ) -> list[JudgeResult | None]:
-        """Judge reward groups, jointly with concurrent calls for the same prompt when `rewards.join`.
+        """Judge reward groups, jointly with concurrent calls for the same prompt when `rewards.join` (by group
+        size when `group_size` or `rewards.group_size` is set, else by window).
         A group that cannot be judged (bad input, no valid judgment) is None unless `rewards.strict`;
         engine outages still fail the call so the trainer retries."""
         service = self.runtime.require()
@@ -289,7 +295,7 @@ class Serving:
 
             async def judge(req: JudgeRequest) -> JudgeResult:
                 if joiner is not None:  # the joiner admits each joint judgment: waiting rollouts take no slot
-                    return await joiner.judge(req, lane)
+                    return await joiner.judge(req, lane, group_size)
                 async with service.admission.slot(lane):
                     return await service.judge(req)
 

@@ -34,6 +34,7 @@ class GRMRewardFn:
         margin_s: float = 2.0,
         scale: str = "unit",
         api_key: str | None = None,
+        group_size: int | None = None,
         **knobs: Any,
     ) -> None:
         if scale not in ("unit", "raw"):
@@ -41,6 +42,7 @@ class GRMRewardFn:
         if areal_timeout_s <= 0:
             raise ValueError("areal_timeout_s must be AReaL's AsyncRewardWrapper timeout_seconds (> 0)")
         self.url, self.scale, self.api_key, self.knobs = url, scale, api_key, knobs
+        self.group_size = group_size  # AReaL's n_samples: the server judges a prompt's rollouts together
         self.areal_timeout_s = areal_timeout_s
         self.deadline_s = max(areal_timeout_s / 2, areal_timeout_s - margin_s)
         self.fallbacks = 0
@@ -60,6 +62,7 @@ class GRMRewardFn:
                 timeout_s=self.areal_timeout_s,
                 retry=RetryPolicy(tries=1),
                 knobs=self.knobs,
+                group_size=self.group_size,
             )
         # AReaL decodes the completion with its special tokens (the EOS marker): not part of the judged response
         response = strip_special_tokens(str(completions))

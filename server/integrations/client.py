@@ -15,6 +15,7 @@ import httpx
 
 __all__ = [
     "GROUP_KEY_HEADER",
+    "GROUP_SIZE_HEADER",
     "AsyncGRMClient",
     "GRMClient",
     "GRMClientError",
@@ -30,6 +31,8 @@ __all__ = [
 
 GROUP_KEY_HEADER = "X-GRM-Group-Key"
 """Rollouts of one prompt carry the same value; a consistent-hashing balancer routes them to one replica."""
+GROUP_SIZE_HEADER = "X-GRM-Group-Size"
+"""The trainer's rollouts per prompt: the server judges a prompt's rollouts jointly once this many are in."""
 DEADLINE_HEADER = "X-GRM-Deadline-S"
 """Seconds this call may wait; past them the server answers the fallback reward, flagged (copy of the server's)."""
 VALID_HEADER = "X-GRM-Valid"
@@ -148,8 +151,14 @@ class _Base:
         batch_items: int = 64,
         max_responses: int = 32,
         knobs: dict[str, Any] | None = None,
+        group_size: int | None = None,
     ) -> None:
+        """`group_size`: the trainer's rollouts per prompt, sent with every `reward` call (GROUP_SIZE_HEADER) so
+        that the server judges a prompt's rollouts together however far apart they finish."""
+        if group_size is not None and group_size < 1:
+            raise ValueError("group_size must be the rollouts per prompt (>= 1)")
         self.base_url = base_url.rstrip("/")
+        self.group_size = group_size
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = httpx.Timeout(timeout_s)
         self.retry = retry or RetryPolicy()
@@ -188,7 +197,10 @@ class _Base:
     ) -> Op[Reward]:
         """One rollout via slime's /reward (joined server-side with the other rollouts of its prompt)."""
         body = {"prompt": prompt if isinstance(prompt, str) else to_messages(prompt), "response": response}
-        answer = yield self._request("/reward", {**body, "label": label}, group_key(prompt), deadline_s)
+        request = self._request("/reward", {**body, "label": label}, group_key(prompt), deadline_s)
+        if self.group_size is not None:
+            request.headers[GROUP_SIZE_HEADER] = str(self.group_size)
+        answer = yield request
         return Reward(float(answer.json()), answer.headers.get(VALID_HEADER, "1") != "0")
 
     def _check(self, response: httpx.Response) -> httpx.Response:

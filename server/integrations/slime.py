@@ -20,7 +20,7 @@ from server.integrations.client import AsyncGRMClient, group_key
 __all__ = ["close_clients", "grm_rm"]
 
 logger = logging.getLogger(__name__)
-_clients: dict[tuple[int, str, str], AsyncGRMClient] = {}
+_clients: dict[tuple[int, str, str, int | None], AsyncGRMClient] = {}
 
 
 def _settings(args: Any) -> tuple[str, dict[str, Any]]:
@@ -33,11 +33,19 @@ def _settings(args: Any) -> tuple[str, dict[str, Any]]:
     return str(url).rstrip("/"), knobs
 
 
-def _client(url: str, knobs: dict[str, Any]) -> AsyncGRMClient:
-    key = (id(asyncio.get_running_loop()), url, json.dumps(knobs, sort_keys=True))
+def _group_size(args: Any) -> int | None:
+    """The rollouts per prompt: GRM_GROUP_SIZE, else slime's `--n-samples-per-prompt`."""
+    value = os.environ.get("GRM_GROUP_SIZE") or getattr(args, "n_samples_per_prompt", None)
+    return int(value) if isinstance(value, int | str) and value else None
+
+
+def _client(url: str, knobs: dict[str, Any], group_size: int | None = None) -> AsyncGRMClient:
+    key = (id(asyncio.get_running_loop()), url, json.dumps(knobs, sort_keys=True), group_size)
     if key not in _clients:
         timeout_s = float(os.environ.get("GRM_TIMEOUT_S", "600"))
-        _clients[key] = AsyncGRMClient(url, timeout_s=timeout_s, knobs=knobs, api_key=os.environ.get("GRM_API_KEY"))
+        _clients[key] = AsyncGRMClient(
+            url, timeout_s=timeout_s, knobs=knobs, api_key=os.environ.get("GRM_API_KEY"), group_size=group_size
+        )
     return _clients[key]
 
 
@@ -51,9 +59,10 @@ async def close_clients() -> None:
 async def grm_rm(args: Any, sample: Any, **kwargs: Any) -> float | list[float]:
     """slime's custom reward: one `Sample` -> its reward; a list of samples (`--group-rm`) -> one reward each,
     in order. Reads `sample.prompt` (a string or chat messages, tool turns included), `sample.response` and
-    `sample.label`; the URL from `--rm-url` (or GRM_URL), judging knobs from GRM_KNOBS (JSON)."""
+    `sample.label`; the URL from `--rm-url` (or GRM_URL), judging knobs from GRM_KNOBS (JSON), the group size
+    (rollouts per prompt, sent so the server judges them together) from GRM_GROUP_SIZE or `--n-samples-per-prompt`."""
     url, knobs = _settings(args)
-    client = _client(url, knobs)
+    client = _client(url, knobs, _group_size(args) if not isinstance(sample, Sequence) else None)
     if not isinstance(sample, Sequence):
         return await client.reward(sample.prompt, sample.response, sample.label)
     samples = list(sample)

@@ -17,7 +17,7 @@ __all__ = ["GRMRewardManager", "close_clients", "compute_score", "compute_score_
 
 _PROMPT_KEYS = ("prompt", "question", "query", "problem")
 _KNOBS = ("k", "k_meta", "temperature", "max_tokens", "seed")
-_ClientKey = tuple[int, str, str | None, float, tuple[tuple[str, Any], ...], int | None]
+_ClientKey = tuple[int, str, str | None, float, tuple[tuple[str, Any], ...], int | None, int | None]
 _clients: dict[_ClientKey, AsyncGRMClient] = {}
 _sync_clients: dict[tuple[str, str | None, float, tuple[tuple[str, Any], ...]], GRMClient] = {}
 
@@ -33,12 +33,16 @@ def _client(
     timeout_s: float,
     knobs: dict[str, Any],
     transport: httpx.AsyncBaseTransport | None,
+    group_size: int | None = None,
 ) -> AsyncGRMClient:
     """One client (one connection pool) per event loop, configuration and transport."""
     loop = id(asyncio.get_running_loop())
-    key = (loop, url, api_key, timeout_s, tuple(sorted(knobs.items())), id(transport) if transport else None)
+    tport = id(transport) if transport else None
+    key = (loop, url, api_key, timeout_s, tuple(sorted(knobs.items())), tport, group_size)
     if key not in _clients:
-        _clients[key] = AsyncGRMClient(url, api_key=api_key, timeout_s=timeout_s, knobs=knobs, transport=transport)
+        _clients[key] = AsyncGRMClient(
+            url, api_key=api_key, timeout_s=timeout_s, knobs=knobs, transport=transport, group_size=group_size
+        )
     return _clients[key]
 
 
@@ -91,6 +95,7 @@ async def compute_score(
     k_meta: int | None = None,
     max_tokens: int | None = None,
     seed: int | None = None,
+    group_size: int | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     **kwargs: Any,
 ) -> dict[str, float]:
@@ -98,13 +103,15 @@ async def compute_score(
     dict as a reward extra; `valid = 0` marks the server's fallback reward).
 
     The prompt comes from `extra_info[prompt_key]` (default: the first of prompt/question/query/problem), a
-    string or a chat message list. `url` (or GRM_URL) and the knobs come from verl's
+    string or a chat message list. `url` (or GRM_URL), the knobs and `group_size` (verl's
+    `actor_rollout_ref.rollout.n`: the server judges a prompt's rollouts together once that many are in) come from verl's
     `reward.custom_reward_function.reward_kwargs`; other keyword arguments verl passes are ignored. `transport`
     (from Python only) goes to the client's `httpx.AsyncClient` as is, e.g. `httpx.ASGITransport(app=app)`."""
     base = _url(url, "+reward.custom_reward_function.reward_kwargs.url")
     prompt = _prompt(extra_info, prompt_key)
     knobs = {"k": k, "k_meta": k_meta, "max_tokens": max_tokens, "seed": seed}
-    client = _client(base, api_key, timeout_s, {n: v for n, v in knobs.items() if v is not None}, transport)
+    given = {n: v for n, v in knobs.items() if v is not None}
+    client = _client(base, api_key, timeout_s, given, transport, group_size)
     return _result(await client.judge_reward(prompt, solution_str, ground_truth))
 
 
