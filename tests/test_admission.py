@@ -186,8 +186,10 @@ async def test_joined_per_sample_calls_take_one_slot_per_joint_judgment_through_
         assert [r.status_code for r in responses] == [200] * 30
         assert [r.json()["rewards"] for r in responses] == [[float(j % 9 + 1)] for j in range(30)]
         text = (await client.get("/metrics")).text
-        # one joint judgment of ten rollouts per prompt; the third waited for a slot instead of getting a 429
-        assert gauge(text, "grm_reward_join_size_count") == 3 and gauge(text, "grm_reward_join_size_sum") == 30
+        # one joint judgment of ten callers per prompt; the third waited for a slot instead of getting a 429.
+        # Each prompt's ten rollouts hold three distinct texts (j % 9 + 1 over j = p, p + 3, ...): judged once each
+        assert gauge(text, "grm_reward_join_size_count") == 3 and gauge(text, "grm_reward_join_size_sum") == 9
+        assert gauge(text, "grm_reward_join_callers_sum") == 30
         assert len(gen.calls) == 3 * 2 and gen.peak == 2 * 2  # k=2: two engine calls per joint judgment
         assert await item_gauges(client) == (0, 0)
 

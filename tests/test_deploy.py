@@ -168,7 +168,8 @@ def _sample(leaf: Any) -> tuple[str, Any]:
         value = value if top is None or value <= top else default - 1
         return str(value), value
     if kind is float:
-        return str(default / 2), default / 2
+        value = default / 2 if default is not None else (top / 2 if top is not None else 1.5)
+        return str(value), value
     if kind in (str, SecretStr, Path):
         return f"/srv/{leaf.env.lower()}", f"/srv/{leaf.env.lower()}"
     if typing.get_origin(kind) is list:

@@ -3,11 +3,15 @@ users call it: httpx for the native and OpenRLHF routes, the official `openai` S
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 import openai
 import pytest
 
 from tests.conftest import shortest_labelled_items
+from tests.trainer_code import load
 
 pytestmark = pytest.mark.live
 
@@ -110,3 +114,19 @@ def test_live_server_health_ready_metrics(live_url: str) -> None:
         headers={"content-type": "application/json"},
     )
     assert lone.status_code == 400 and lone.json()["error"]["param"] == "responses.0", lone.text
+
+
+def test_openrlhf_own_client_on_the_real_engine(live_url: str) -> None:
+    """OpenRLHF 0.11.2's own HTTP reward client, one rollout per call as it sends them, with the server's default k
+    (OpenRLHF sends no knobs): each caller gets a judged reward on the real CPU engine, inside its 180 s timeout."""
+    agent = load("openrlhf.utils.agent")
+    executor = agent.SingleTurnAgentExecutor(f"{live_url}/get_reward")
+    prompt = "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n"
+    queries = [prompt + "Red.<|im_end|>", prompt + "Blue is a colour.<|im_end|>"]
+
+    async def main() -> list[Any]:
+        return list(await asyncio.gather(*(executor._fetch_rewards_via_http([q], [prompt], [None]) for q in queries)))
+
+    infos = [result[0] for result in asyncio.run(main())]
+    assert all(len(info["rewards"]) == 1 and 1.0 <= info["rewards"][0] <= 10.0 for info in infos), infos
+    assert all(info["extra_logs"]["valid"] == [1.0] for info in infos), infos
