@@ -42,11 +42,12 @@ def source_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def judged_as_labelled(items: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any], tuple[float, ...]]]:
-    """What the official scorer gets from a judge that gives the labelled response 9 and the others 1."""
+    """What the official scorer gets from a judge that gives the labelled response 9 and the others 1, and every
+    response the same score where the label is a tie (PandaLM's tie-majority rows)."""
     out = []
     for item in items:
-        label = item["label"] if item["label"] is not None else 0
-        rewards = tuple(9.0 if i == label else 1.0 for i in range(len(item["responses"])))
+        label = item["label"]
+        rewards = tuple(5.0 if label is None else 9.0 if i == label else 1.0 for i in range(len(item["responses"])))
         record = {"id": item["id"], "perm": list(range(len(item["responses"]))), "label": label}
         out.append((record, item["meta"], rewards))
     return out
@@ -80,8 +81,10 @@ def test_each_published_file_is_detected_converted_without_loss_and_scored(
     assert all(i["meta"]["benchmark"] == fmt for i in items)
     entry = REGISTRY[fmt]
     assert entry.score is not None
-    # PandaLM's tie-majority row has no labelled response: the run leaves it out, as select_items does
-    official = entry.score(judged_as_labelled([i for i in items if i["label"] is not None]))
+    # PandaLM's tie-majority row is scored too (a tie is its third label), as the run does
+    official = entry.score(
+        judged_as_labelled(items if entry.scores_ties else [i for i in items if i["label"] is not None])
+    )
     assert {k: v for k, v in official.items() if k in score} == score
     if fmt == "rm-bench":
         domain = name.removeprefix("rm-bench_").removesuffix("_filtered.json")
@@ -338,6 +341,30 @@ async def test_official_scores_of_a_position_biased_judge_over_every_format(tmp_
     jb = [r for r in records if r["file"] == "judgebench_gpt-4o.jsonl"]
     first = [r["greedy"]["samples"][0]["order"][0] == r["label"] for r in jb]
     assert official["judgebench"]["greedy"]["accuracy"] == 100 * sum(first) / len(first)
+
+
+async def test_pandalm_tie_rows_are_judged_for_the_official_score_and_left_out_of_accuracy(tmp_path: Path) -> None:
+    """PandaLM scores 3 labels (0 tie, 1, 2) against the annotators' majority, so its tie rows are judged; accuracy
+    rows have no labelled response for them. Voting@2 of a first-shown-wins judge ties every pair (rotated orders):
+    predicted all ties against majorities [2, 1, 0, 1] -> accuracy 1/4, macro precision (1/4 + 0 + 0) / 3,
+    recall (1 + 0 + 0) / 3, F1 (0.4 + 0 + 0) / 3 (hand-derived)."""
+    gen = ScriptedGenerator(judge=first_shown_wins)
+    svc = JudgeService(gen, PromptBuilder(TemplateName.GENERIC), Settings())
+    opts = EvalOptions(
+        data=(PUBLISHED / "pandalm_testset-v1.json",), out=tmp_path, ks=(2,), progress=False, resamples=50
+    )
+    results = await evaluate(ServiceScorer(svc), opts, log=lambda _: None)
+    entry = results["official"]["pandalm"]
+    assert entry["items"] == 4 and entry["voting"] == {
+        "accuracy": 25.0,
+        "precision": 8.33,
+        "recall": 33.33,
+        "f1": 13.33,
+    }
+    assert results["items"]["evaluated"] == 3 and results["items"]["excluded"] == {"tie_official_score_only": 1}
+    assert "tie" not in results["items"]["skipped"]
+    records = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
+    assert sorted(r["label"] is None for r in records) == [False, False, False, True]
 
 
 @pytest.mark.live

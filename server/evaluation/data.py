@@ -12,15 +12,18 @@ from typing import Any
 from server.core import items as shared_items
 from server.core.prompts import Message
 from server.evaluation.formats import load_benchmark
+from server.evaluation.formats.registry import get
 from voting import derive_seed
 
 
 @dataclass(frozen=True, slots=True)
 class EvalItem:
-    """One labelled item as sent: `responses` already permuted, `label` indexes the permuted list.
+    """One item as sent: `responses` already permuted, `label` indexes the permuted list.
 
     `perm[j]` is the index in the source file of the response sent at position j, so the source's
     label is `perm[label]`. Sets stored best-first would otherwise always show the best response first.
+    `official_only`: a tie row of a benchmark whose official scorer counts ties (PandaLM): judged for that
+    score and left out of every accuracy row; its record's label is null (`label` here is a placeholder 0).
     """
 
     key: str
@@ -33,6 +36,7 @@ class EvalItem:
     label: int
     perm: tuple[int, ...]
     seed: int
+    official_only: bool = False
 
     def conversation(self) -> tuple[Message, ...]:
         """The conversation as sent: a string prompt is one user turn (as `/score`'s `query`)."""
@@ -46,15 +50,20 @@ class Selection:
     """The items chosen for a run and, per file and reason, how many were left out."""
 
     items: list[EvalItem] = field(default_factory=list)
+    official_only: int = 0  # tie rows judged for their benchmark's official score only (no accuracy row)
     skipped: Counter[str] = field(default_factory=Counter)
     available: dict[str, int] = field(default_factory=dict)
     formats: dict[str, str] = field(default_factory=dict)
     meta: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def skip_reason(raw: dict[str, Any], max_chars: int | None) -> str | None:
-    """Why a raw item cannot count towards accuracy, or None if it can (the shared rules, accuracy variant)."""
-    return shared_items.skip_reason(raw, max_chars, for_accuracy=True)
+def skip_reason(raw: dict[str, Any], max_chars: int | None, *, scores_ties: bool = False) -> str | None:
+    """Why a raw item cannot count towards accuracy, or None if it can (the shared rules, accuracy variant).
+    With `scores_ties` (the file's benchmark scores ties) a tie row is kept when it is usable otherwise."""
+    reason = shared_items.skip_reason(raw, max_chars, for_accuracy=True)
+    if reason == shared_items.SKIP_TIE and scores_ties:
+        return shared_items.skip_reason({**raw, "label": 0}, max_chars, for_accuracy=True)
+    return reason
 
 
 def to_item(raw: dict[str, Any], file: str, run_seed: int) -> EvalItem:
@@ -75,9 +84,10 @@ def to_item(raw: dict[str, Any], file: str, run_seed: int) -> EvalItem:
         category=str(raw.get("category") or raw.get("source") or file),
         prompt=conversation,
         responses=tuple(raw["responses"][i] for i in perm),
-        label=perm.index(int(raw["label"])),
+        label=0 if raw["label"] is None else perm.index(int(raw["label"])),
         perm=tuple(perm),
         seed=derive_seed("request", run_seed, key),
+        official_only=raw["label"] is None,
     )
 
 
@@ -89,8 +99,9 @@ def select_items(
     for path in paths:
         usable = []
         raws, selection.formats[path.name] = load_benchmark(path, fmt)
+        scores_ties = get(selection.formats[path.name]).scores_ties
         for raw in raws:
-            reason = skip_reason(raw, max_chars)
+            reason = skip_reason(raw, max_chars, scores_ties=scores_ties)
             if reason is None:
                 usable.append(raw)
             else:
@@ -103,6 +114,7 @@ def select_items(
             keep = set(ranked[:limit])
             usable = [raw for i, raw in enumerate(usable) if i in keep]
         selection.items.extend(to_item(raw, path.name, seed) for raw in usable)
+        selection.official_only += sum(raw["label"] is None for raw in usable)
         selection.meta.update((f"{path.name}:{raw['id']}", raw.get("meta") or {}) for raw in usable)
     keys = Counter(item.key for item in selection.items)
     duplicated = [key for key, count in keys.items() if count > 1]

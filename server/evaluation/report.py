@@ -16,6 +16,7 @@ TIE_RULE = (
     "(the expectation of the paper's random tie-break); `strict_accuracy` counts such ties as wrong"
 )
 NO_VALID = "no_valid_judgment"
+OFFICIAL_ONLY = "tie_official_score_only"  # a tie row judged for its benchmark's official score (PandaLM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,9 @@ def build_results(records: Sequence[dict[str, Any]], spec: ReportSpec) -> dict[s
     usable = []
     for record in records:
         reason = _failure(record)
-        if reason is None:
+        if reason is None and record["label"] is None:
+            excluded[OFFICIAL_ONLY] += 1  # a tie row: judged for its benchmark's official score (PandaLM)
+        elif reason is None:
             usable.append(record)
         else:
             excluded[reason] += 1

@@ -130,7 +130,7 @@ async def judge_item(item: EvalItem, scorer: Scorer, spec: RunSpec) -> dict[str,
         "source": item.source,
         "category": item.category,
         "n": len(item.responses),
-        "label": item.label,
+        "label": None if item.official_only else item.label,
         "perm": list(item.perm),
         "seed": item.seed,
     }

@@ -36,6 +36,7 @@ class Benchmark:
     verified: str  # published files this entry was checked on, and where field names came from
     fields: tuple[str, ...]  # what every row needs (named when a row lacks them)
     both_orders: bool = False  # JudgeBench: the both-orders decision rule over the two presentation orders
+    scores_ties: bool = False  # PandaLM: rows whose label is a tie are judged for the official score only
 
 
 def _has(row: dict[str, Any], *fields: str) -> bool:
@@ -214,10 +215,12 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(
         "pandalm", "instruction, response1, response2, annotator1..3", _pandalm,
         conv.pandalm, "a pair, label = the annotators' majority", scoring.pandalm,
-        "accuracy and macro precision / recall / F1 over the 3 labels {0 tie, 1, 2} against the majority",
+        "accuracy and macro precision / recall / F1 over the 3 labels {0 tie, 1, 2} against the majority; "
+        "tie rows are judged for this score (a tie prediction: equal rewards) and left out of the accuracy rows",
         "WeOpenML/PandaLM 3871806: README (labels 0/1/2, three annotators), `data/testset-v1.json`",
         "WeOpenML/PandaLM 3871806 `data/testset-v1.json` (999 rows)",
         fields=("instruction", "response1", "response2", "annotator1", "annotator2", "annotator3"),
+        scores_ties=True,
     ),
     Benchmark(
         "normalized", "prompt, responses, label", _normalized,
