@@ -37,8 +37,9 @@ def arrivals(prompts: int, rollouts: int, spread_s: float, seed: int) -> list[li
 def build_generator(scripted: bool, settings: Settings) -> Any:
     if scripted:
         return ScriptedGenerator(delay_s=0.05)
+    from meta_rm.vllm_common import configure_cpu_environment
     from server.core.embedded import prepare_embedded_model
-    from server.core.generators.vllm_local import VLLMGenerator, configure_cpu_environment
+    from server.core.generators.vllm_local import VLLMGenerator
 
     configure_cpu_environment(str(settings.cache_dir), 1)
     model = prepare_embedded_model(settings.cache_dir)
