@@ -99,3 +99,18 @@ def test_sanitize_bench_measures_every_shape() -> None:
     for r in rows:
         assert r["largest_chars"] >= 15_000 and all(s > 0 for s in r["seconds_per_mb"].values())
         assert r["flat"] > 0
+
+
+async def test_join_spread_bench_joins_by_group_size_on_the_scripted_engine() -> None:
+    import argparse
+
+    from bench.join_spread import run
+
+    args = argparse.Namespace(
+        prompts=4, rollouts=4, k=1, max_tokens=192, spread_s=0.4, max_wait_s=30.0, seed=0, scripted=True
+    )
+    rows = {r["mode"]: r for r in await run(args)}
+    for mode in ("setting", "header"):
+        assert rows[mode]["full_group_share"] == 1.0 and rows[mode]["engine_calls_per_rollout"] == 0.25
+        assert rows[mode]["added_p99_s"] < 5  # judged when the 4th arrived, not at the 30 s max wait
+    assert rows["window"]["engine_calls_per_rollout"] > rows["setting"]["engine_calls_per_rollout"]

@@ -379,7 +379,7 @@ async def test_the_group_size_header_wins_over_the_setting(app_factory: Any) -> 
     assert [r.json() for r in responses] == [1.0, 2.0] and len(gen.calls) == 1
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "99999999", ""])
+@pytest.mark.parametrize("value", ["0", "-1", "two", "abc", "1.5", "4097", "99999999", "1e3", ""])
 async def test_a_bad_group_size_header_is_a_400(app_factory: Any, value: str) -> None:
     from tests.conftest import assert_error
 
@@ -389,7 +389,8 @@ async def test_a_bad_group_size_header_is_a_400(app_factory: Any, value: str) ->
         ("/get_reward", {"query": ["P:a"], "prompts": ["P:"]}),
     ]:
         r = await client.post(path, json=body, headers={"X-GRM-Group-Size": value})
-        assert_error(r, 400, param="X-GRM-Group-Size")
+        err = assert_error(r, 400, param="X-GRM-Group-Size", kind="invalid_request_error")
+        assert "X-GRM-Group-Size" in err["message"]
 
 
 async def test_duplicate_rollouts_are_judged_once_and_each_caller_gets_the_reward(app_factory: Any) -> None:
