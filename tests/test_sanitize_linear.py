@@ -162,3 +162,23 @@ def test_every_unicode_bracket_delimits_a_marker() -> None:
         assert neutralize(f"{o}The Begin of Response 2") == "(The Begin of Response 2)", o
     for c in closers:
         assert neutralize(f"ok the end of response 1{c} ok") == "ok (the end of response 1) ok", c
+
+
+_MAPPED = st.text(st.sampled_from("ab [\n\u200b\u0301ﬆ½\u3000е\u2028<|>"), max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_MAPPED, st.data())
+def test_batched_origins_match_a_per_character_reference_mapping(text: str, data: st.DataObject) -> None:
+    """`View.origins` (one numpy pass) agrees with the mapping spelled out one view character at a time."""
+    import numpy as np
+
+    from voting.skeleton import View
+
+    reference = [i for i, ch in enumerate(text) for _ in char_view(ch)] + [len(text)]
+    view = View(text)
+    assert len(reference) == len(view.text) + 1
+    picks = data.draw(st.lists(st.integers(-1, len(view.text)), max_size=20))
+    got = view.origins(np.asarray(picks, dtype=np.int64))
+    assert [int(x) for x in got] == [-1 if i < 0 else reference[i] for i in picks]
+    assert [view.origin(i) for i in picks if i >= 0] == [reference[i] for i in picks if i >= 0]

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from re import ASCII, Match, compile
+from typing import Any
+
+import numpy as np
 
 from voting.skeleton import WORD, View
 
@@ -132,17 +135,22 @@ def _is_marker(view: str, m: Match[str], start: int) -> bool:
     return _DELIM in (left, right) or left == right == _GLUED  # prose: "at the end of response 2 you said"
 
 
-# (start, rank, end, replacement) in the original text; rank orders edits at one position: the closing paren of
-# what ends there, then the opening paren of what starts there, then a replaced character.
-_Edit = tuple[int, int, int, str]
+# An edit replaces original[start:stop] with a replacement; rank orders edits at one position: the closing paren
+# of what ends there, then the opening paren of what starts there, then a replaced character. Matches are found in
+# view offsets; each offset is kept as (view index q, d) meaning origin(q) + d (end(b) is origin(b - 1) + 1) and
+# all are mapped to original offsets in one batched pass (`View.origins`).
+_REPS = ("", "(", ")")  # replacement codes, in the order str comparison sorts them
+_Chunk = tuple[Any, int, int, Any, int, int]  # q of start, d of start, rank, q of stop, d of stop, replacement
 
 
-def _edits(v: View) -> tuple[list[_Edit], dict[Kind, int]]:
-    view, pos, end = v.text, v.origin, v.origin_end
-    edits: list[_Edit] = []
-    add = edits.append
+def _ints(values: Sequence[object]) -> Any:
+    return np.asarray(values, dtype=np.int64)
+
+
+def _edits(view: str) -> tuple[list[_Chunk], dict[Kind, int]]:
+    chunks: list[_Chunk] = []
     counts: dict[Kind, int] = {}
-    n = 0
+    heads, opens, ends, closes = [], [], [], []
     for m in _BLOCK.finditer(view):
         a, b = m.start(), m.end("end")
         if view[a] in "[<":
@@ -150,62 +158,80 @@ def _edits(v: View) -> tuple[list[_Edit], dict[Kind, int]]:
         if not _is_marker(view, m, a):
             continue
         if a > m.start():
-            add((pos(m.start()), 2, pos(m.start()) + 1, ""))  # the bracket goes, the blanks stay
-        add((pos(a), 1, pos(a), "("))
-        add((end(b), 0, end(b), ")"))
+            heads.append(m.start())  # the bracket goes, the blanks stay
+        opens.append(a)
+        ends.append(b - 1)
         if m.group("close") is not None:
-            add((pos(m.end() - 1), 2, pos(m.end() - 1) + 1, ""))
-        n += 1
-    counts[Kind.BLOCK] = n
+            closes.append(m.end() - 1)
+    h, o, c, z = _ints(heads), _ints(opens), _ints(closes), _ints(ends)
+    chunks += [(h, 0, 2, h, 1, 0), (o, 0, 1, o, 0, 1), (z, 1, 0, z, 1, 2), (c, 0, 2, c, 1, 0)]
+    counts[Kind.BLOCK] = len(opens)
     lines = "\n" + view  # one copy; offsets below are one more than in view
-    n = 0
-    for m in _ROLE.finditer(lines):
-        a, b = m.start("role") - 1, m.end("role") - 1
-        add((pos(a), 1, pos(a), "("))
-        add((end(b), 0, end(b), ")"))
-        n += 1
-    counts[Kind.ROLE] = n
-    n = 0
-    for m in _HEADER.finditer(lines):
-        a, b = m.start("name") - 1, m.end("name") - 1
-        add((pos(m.start()), 2, pos(a), "("))
-        add((end(b), 2, end(m.end() - 1), ")"))
-        n += 1
-    counts[Kind.HEADER] = n
-    n = 0
+    spans = _ints([p for m in _ROLE.finditer(lines) for p in m.span("role")]).reshape(-1, 2)
+    o, z = spans[:, 0] - 1, spans[:, 1] - 2
+    chunks += [(o, 0, 1, o, 0, 1), (z, 1, 0, z, 1, 2)]
+    counts[Kind.ROLE] = len(spans)
+    spans = _ints([(m.start(), *m.span("name"), m.end()) for m in _HEADER.finditer(lines)]).reshape(-1, 4)
+    chunks += [(spans[:, 0], 0, 2, spans[:, 1] - 1, 0, 1), (spans[:, 2] - 2, 1, 2, spans[:, 3] - 2, 1, 2)]
+    counts[Kind.HEADER] = len(spans)
+    tokens: list[tuple[int, int]] = []
     for m in _TOKEN.finditer(view):
-        inner = _NAMED_TOKEN.finditer(view, m.start() + 1, m.end() - 1) if view[m.start() + 1] == "|" else ()
-        for t in (m, *inner):
-            add((pos(t.start()), 2, pos(t.start()) + 1, "("))
-            add((pos(t.end() - 1), 2, pos(t.end() - 1) + 1, ")"))
-            n += 1
-    counts[Kind.TOKEN] = n
-    n = 0
-    for m in _BOX.finditer(view):
-        a, b = m.span("word")
-        add((pos(m.start()), 2, pos(a), "("))
-        add((end(b), 0, end(b), ")"))
-        n += 1
-    counts[Kind.BOX] = n
-    return edits, {kind: n for kind, n in counts.items() if n}
+        tokens.append(m.span())
+        if view[m.start() + 1] == "|":
+            tokens += [t.span() for t in _NAMED_TOKEN.finditer(view, m.start() + 1, m.end() - 1)]
+    spans = _ints(tokens).reshape(-1, 2)
+    o, z = spans[:, 0], spans[:, 1] - 1
+    chunks += [(o, 0, 2, o, 1, 1), (z, 0, 2, z, 1, 2)]
+    counts[Kind.TOKEN] = len(spans)
+    spans = _ints([p for m in _BOX.finditer(view) for p in (m.start(), *m.span("word"))]).reshape(-1, 3)
+    z = spans[:, 2] - 1
+    chunks += [(spans[:, 0], 0, 2, spans[:, 1], 0, 1), (z, 1, 0, z, 1, 2)]
+    counts[Kind.BOX] = len(spans)
+    return [ch for ch in chunks if len(ch[0])], {kind: n for kind, n in counts.items() if n}
 
 
 @functools.lru_cache(maxsize=64)  # a request renders each of its texts once per response order
 def scan(text: str) -> Neutralized:
     """Neutralize every look-alike in `text` in one pass (the output has none left: docs/security.md)."""
-    edits, counts = _edits(View(text))
-    if not edits:
+    v = View(text)
+    chunks, counts = _edits(v.text)
+    if not chunks:
         return Neutralized(text, {})
-    edits.sort()
+    q = np.concatenate([np.concatenate((qa, qb)) for qa, _, _, qb, _, _ in chunks])
+    full = [np.full(len(ch[0]), x, dtype=np.int64) for ch in chunks for x in ch[1:3] + ch[4:6]]
+    da, rank, db, code = (np.concatenate(full[k::4]) for k in range(4))
+    mapped = v.origins(q)
+    sizes = [len(ch[0]) for ch in chunks]
+    starts_parts, stops_parts, at = [], [], 0
+    for size in sizes:
+        starts_parts.append(mapped[at : at + size])
+        stops_parts.append(mapped[at + size : at + 2 * size])
+        at += 2 * size
+    starts = np.concatenate(starts_parts) + da
+    stops = np.concatenate(stops_parts) + db
+    order = np.lexsort((code, stops, rank, starts))
+    starts, stops, code = starts[order], stops[order], code[order]
+    if len(starts) > 1 and bool(np.any(starts[1:] < stops[:-1])):  # never happens (the kinds' spans are disjoint)
+        return Neutralized(_splice(text, starts.tolist(), stops.tolist(), code.tolist()), counts)
+    n = len(starts)
+    parts: list[str] = [""] * (2 * n + 1)
+    parts[0 : 2 * n : 2] = map(text.__getitem__, map(slice, [0, *stops[:-1].tolist()], starts.tolist()))
+    parts[1 : 2 * n : 2] = map(_REPS.__getitem__, code.tolist())
+    parts[2 * n] = text[int(stops[-1]) :]
+    return Neutralized("".join(parts), counts)
+
+
+def _splice(text: str, starts: list[int], stops: list[int], codes: list[int]) -> str:
+    """The edits applied in order, each one that starts inside an earlier one skipped (keeps the text whole)."""
     parts, last = [], 0
-    for start, _, stop, replacement in edits:
-        if start < last:  # never happens (the kinds' spans are disjoint); keeps the text whole if it did
+    for start, stop, rep in zip(starts, stops, codes, strict=True):
+        if start < last:
             continue
         parts.append(text[last:start])
-        parts.append(replacement)
+        parts.append(_REPS[rep])
         last = stop
     parts.append(text[last:])
-    return Neutralized("".join(parts), counts)
+    return "".join(parts)
 
 
 def neutralize(text: str) -> str:

@@ -24,6 +24,9 @@ import importlib.resources
 import json
 import re
 import unicodedata
+from typing import Any
+
+import numpy as np
 
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 WORD = "\x00"
@@ -135,6 +138,20 @@ class View:
         if i < starts[j] + lengths[j]:
             return origins[j]  # inside a multi-character expansion
         return origins[j] + 1 + i - starts[j] - lengths[j]
+
+    def origins(self, indices: Any) -> Any:
+        """`origin(i)` of every view index in the int64 array `indices` (and -1 for -1), in one batched pass."""
+        if not self._irregular:
+            return indices
+        starts, origins, lengths = (np.asarray(p, dtype=np.int64) for p in self._breakpoints())
+        if not starts.size:
+            return indices
+        q = np.asarray(indices, dtype=np.int64)
+        j = np.searchsorted(starts, q, side="right") - 1
+        k = np.maximum(j, 0)
+        s, o, n = starts[k], origins[k], lengths[k]
+        mapped = np.where(q < s + n, o, o + 1 + q - s - n)
+        return np.where(j < 0, q, mapped)
 
     def origin_end(self, j: int) -> int:
         """The original end index of a view span ending at j (exclusive)."""
