@@ -111,7 +111,7 @@ def test_grpo_step_with_the_rule_reward(embedded_model: Path, tmp_path: Path) ->
     out = tmp_path / "policy"
     options = GRPOOptions(
         out=out, model=str(embedded_model), template=TemplateName.GENERIC, num_generations=2, max_steps=1,
-        max_completion_length=12, lr=1e-6,
+        max_completion_length=12, lr=1e-6, structured=False,
     )  # fmt: skip
     info = train_grpo(options, items)
     assert info["steps"] == 1 and info["items"] == 2
@@ -119,6 +119,50 @@ def test_grpo_step_with_the_rule_reward(embedded_model: Path, tmp_path: Path) ->
     assert -1.0 <= log["reward"]["last"] <= 1.0 and 0.0 <= log["spct/unparseable_share"]["last"] <= 1.0
     assert "spct/correct_share" in log and "completions/mean_length" in log and "kl" in log
     assert (out / "config.json").is_file() and set(_weights(out)) == set(_weights(embedded_model))
+
+
+def test_grpo_lora_under_the_served_regex_writes_judgments_that_parse(embedded_model: Path, tmp_path: Path) -> None:
+    """LoRA policy (TRL's reference: the adapter disabled), every judgment decoded under the served score regex:
+    none unparseable, each group's rewards by the unchanged rule; the adapter merged into a folder that loads."""
+    from transformers import AutoModelForCausalLM
+
+    items = load_training_items([SAMPLE], seed=0, limit=2).items
+    out = tmp_path / "policy"
+    options = GRPOOptions(
+        out=out, model=str(embedded_model), template=TemplateName.GENERIC, num_generations=2, max_steps=1,
+        max_completion_length=128, lr=1e-4, lora_rank=4, structured=True,
+    )  # fmt: skip
+    info = train_grpo(options, items)
+    step = info["per_step"][0]
+    assert info["steps"] == 1 and step["spct/unparseable_share"] == 0.0 and step["completions/clipped_ratio"] == 0.0
+    assert step["reward"] in (-1.0, -0.5, 0.0, 0.5, 1.0) and step["reward"] == pytest.approx(
+        2 * step["spct/correct_share"] - 1
+    )
+    assert info["peak_rss_mb"] > 0 and not (out / "adapter_config.json").exists()
+    assert set(_weights(out)) == set(_weights(embedded_model))  # merged: the base layout, no lora_ keys
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    assert loaded.config.vocab_size == AutoModelForCausalLM.from_pretrained(embedded_model).config.vocab_size
+
+
+def test_structured_default_is_what_the_server_serves() -> None:
+    from server.core.prompts import StructuredOutput
+    from server.training.structured import served_structured
+
+    assert served_structured(StructuredOutput.AUTO, TemplateName.GENERIC)
+    assert not served_structured(StructuredOutput.AUTO, TemplateName.DEEPSEEK_GRM)  # free reasoning there
+    assert not served_structured(StructuredOutput.OFF, TemplateName.GENERIC)
+    assert served_structured(StructuredOutput.REGEX, TemplateName.DEEPSEEK_GRM)
+
+
+def test_one_regex_for_several_response_counts_accepts_each_count_only() -> None:
+    import re
+
+    from server.training.structured import RegexFor
+
+    regex = re.compile(RegexFor(TemplateName.GENERIC, 128, 3.0).union([2, 3, 2]))
+    text = "Specific Criteria: c.\nAnalysis: a.\nScores: \\boxed{{{}}}"
+    assert regex.fullmatch(text.format("2, 9")) and regex.fullmatch(text.format("2, 9, 4"))
+    assert not regex.fullmatch(text.format("9")) and not regex.fullmatch(text.format("2, 11"))
 
 
 def test_grpo_prompts_are_the_served_prompts_with_the_label_remapped() -> None:
@@ -174,6 +218,8 @@ def test_rows_with_a_hint_left_in_the_prompt_are_refused(tmp_path: Path) -> None
         (["sft", "--data", "{tmp}/rows.jsonl", "--out", "{tmp}/o"], "no --model and no manifest.json"),
         (["grpo", "{tmp}/rows.jsonl", "--model", "m", "--out", "{tmp}/o"], "not a known benchmark format"),
         (["grpo", str(SAMPLE), "--model", "m", "--out", "{tmp}/o", "--num-generations", "1"], "--num-generations"),
+        (["grpo", str(SAMPLE), "--model", "m", "--out", "{tmp}/o", "--lora-rank", "-1"], "--lora-rank"),
+        (["grpo", str(SAMPLE), "--model", "m", "--out", "{tmp}/o", "--batch-size", "6"], "--batch-size"),
     ],
 )
 def test_cli_bad_input_exits_2(tmp_path: Path, args: list[str], message: str) -> None:

@@ -203,6 +203,17 @@ def grpo(
     seed: Annotated[int, typer.Option(help="seed of item sampling, response orders and training")] = 0,
     data_format: Annotated[str | None, typer.Option("--format", help="force the format of every file")] = None,
     max_chars: Annotated[int | None, typer.Option("--max-chars", help="leave out items longer than this")] = None,
+    lora_rank: Annotated[int, typer.Option("--lora-rank", help="train a LoRA adapter of this rank (0 = full)")] = 0,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="completions per step, a multiple of --num-generations")
+    ] = None,
+    structured: Annotated[
+        bool | None,
+        typer.Option(
+            "--structured/--no-structured",
+            help="decode judgments under the served score regex (default: as served, judging.structured_output)",
+        ),
+    ] = None,
 ) -> None:
     """Rule-based online RL with TRL's GRPOTrainer: reward +1 for a correct judgment, -1 otherwise."""
     from collections import Counter
@@ -211,11 +222,20 @@ def grpo(
     from server.evaluation.formats import FormatError, accepted
     from server.training.data import load_training_items
     from server.training.grpo import GRPOOptions, left_out_by_pass_rate, train_grpo
+    from server.training.structured import served_structured
 
     with cli_errors():
-        if num_generations < 2 or max_steps < 1 or max_completion_length < 1 or beta < 0 or lr <= 0:
-            fail("--num-generations must be >= 2, --max-steps and --max-completion-length >= 1, --beta >= 0, --lr > 0")
-        template = judging_template(load_settings({"generator.model": model}))
+        if num_generations < 2 or max_steps < 1 or max_completion_length < 1 or beta < 0 or lr <= 0 or lora_rank < 0:
+            fail(
+                "--num-generations must be >= 2, --max-steps and --max-completion-length >= 1, --beta >= 0, --lr > 0,"
+                " --lora-rank >= 0"
+            )
+        if batch_size is not None and (batch_size < 1 or batch_size % num_generations):
+            fail("--batch-size must be a positive multiple of --num-generations")
+        settings = load_settings({"generator.model": model})
+        template = judging_template(settings)
+        if structured is None:
+            structured = served_structured(settings.judging.structured_output, template)
         try:
             loaded = load_training_items(data, seed=seed, limit=limit, max_chars=max_chars, fmt=data_format)
         except FormatError as exc:
@@ -231,7 +251,8 @@ def grpo(
             fail(f"no labelled item to train on (left out: {left_text})")
         options = GRPOOptions(
             out=out, model=model, template=template, num_generations=num_generations, beta=beta, max_steps=max_steps,
-            max_completion_length=max_completion_length, lr=lr, seed=seed,
+            max_completion_length=max_completion_length, lr=lr, seed=seed, lora_rank=lora_rank, structured=structured,
+            batch_size=batch_size,
         )  # fmt: skip
         info = train_grpo(options, items, left)
     log = info["log"]

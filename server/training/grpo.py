@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from server.core.prompts import PromptBuilder, TemplateName
+from server.core.prompts import PromptBuilder, TemplateName, measure_chars_per_token
 from server.evaluation.data import EvalItem
 from server.training.reward import CORRECT, rule_reward
+from server.training.structured import GrammarCache, RegexFor, structured_trainer_class
 from server.training.trl_common import log_summary, on_gpu, save_model_folder
 from voting import parse_scores
 
@@ -34,6 +35,9 @@ class GRPOOptions:
     lr: float = 1e-6
     temperature: float = 1.0
     batch_size: int | None = None
+    lora_rank: int = 0
+    lora_alpha: int = 32
+    structured: bool = True
     seed: int = 0
 
 
@@ -93,7 +97,9 @@ def spct_reward(
 
 def build_trainer(options: GRPOOptions, rows: list[dict[str, Any]], work_dir: str) -> Any:
     """GRPOTrainer with the paper's defaults (beta 0.08, group 4); vLLM colocate generation on a GPU, plain
-    `generate` on the CPU; truncated completions masked out of the loss."""
+    `generate` on the CPU; truncated completions masked out of the loss. With `lora_rank` the policy is a peft
+    LoRA adapter and TRL's reference is the same model with the adapter disabled (no second copy). With
+    `structured` every judgment is decoded under the served score regex (server/training/structured.py)."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -103,17 +109,49 @@ def build_trainer(options: GRPOOptions, rows: list[dict[str, Any]], work_dir: st
     gpu = on_gpu()
     tokenizer = AutoTokenizer.from_pretrained(options.model)
     model = AutoModelForCausalLM.from_pretrained(options.model, dtype=torch.bfloat16 if gpu else torch.float32)
+    regex_for = RegexFor(
+        options.template, options.max_completion_length,
+        measure_chars_per_token(lambda t: len(tokenizer.encode(t, add_special_tokens=False)), options.template),
+    )  # fmt: skip
+    vllm_regex = regex_for.union(r["n"] for r in rows) if gpu and options.structured else None
     args = GRPOConfig(
         output_dir=work_dir, max_steps=options.max_steps, learning_rate=options.lr, beta=options.beta,
         num_generations=options.num_generations, max_completion_length=options.max_completion_length,
         per_device_train_batch_size=options.batch_size or options.num_generations, temperature=options.temperature,
         mask_truncated_completions=True, logging_steps=1, save_strategy="no", report_to="none", seed=options.seed,
         use_cpu=not gpu, bf16=gpu, use_vllm=gpu, vllm_mode="colocate", gradient_checkpointing=False,
+        vllm_structured_outputs_regex=vllm_regex,
     )  # fmt: skip
-    return GRPOTrainer(
-        model=model, reward_funcs=[spct_reward], args=args, train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-    )  # fmt: skip
+    peft_config = None
+    if options.lora_rank > 0:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=options.lora_rank, lora_alpha=options.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )  # fmt: skip
+    common: dict[str, Any] = {
+        "model": model, "reward_funcs": [spct_reward], "args": args, "train_dataset": Dataset.from_list(rows),
+        "processing_class": tokenizer, "peft_config": peft_config,
+    }  # fmt: skip
+    if not options.structured or gpu:
+        return GRPOTrainer(**common)
+    grammars = GrammarCache(tokenizer, model.config.vocab_size, regex_for)
+    counts = {r["prompt"][0]["content"]: r["n"] for r in rows}
+    return structured_trainer_class()(**common, counts_by_prompt=counts, grammars=grammars)
+
+
+def per_step(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """TRL's per-step logs, the logged keys only (with the step and its wall time where TRL gives it)."""
+    keep = (*LOGGED, "step", "step_time")
+    return [{k: v for k, v in h.items() if k in keep} for h in history if "reward" in h]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports kilobytes)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def train_grpo(options: GRPOOptions, items: Sequence[EvalItem], left_out: Counter[str] | None = None) -> dict[str, Any]:
@@ -128,12 +166,14 @@ def train_grpo(options: GRPOOptions, items: Sequence[EvalItem], left_out: Counte
     with tempfile.TemporaryDirectory(prefix="grm-grpo-") as work:
         trainer = build_trainer(options, rows, work)
         result = trainer.train()
+        model = trainer.model.merge_and_unload() if options.lora_rank > 0 else trainer.model
         info = {
             "kind": "grpo", "base": options.model, "options": {k: str(v) for k, v in asdict(options).items()},
             "items": len(rows), "left_out": dict(left_out or {}), "steps": result.global_step,
             "log": log_summary(trainer.state.log_history, LOGGED), "time_s": round(time.monotonic() - started, 1),
+            "per_step": per_step(trainer.state.log_history), "peak_rss_mb": peak_rss_mb(),
         }  # fmt: skip
-        save_model_folder(trainer.model, trainer.processing_class, options.out, base_dtype, info)
+        save_model_folder(model, trainer.processing_class, options.out, base_dtype, info)
     return info
 
 
