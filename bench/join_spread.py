@@ -46,6 +46,28 @@ def build_generator(scripted: bool, settings: Settings) -> Any:
     return VLLMGenerator(settings.generator, str(model), str(settings.cache_dir))
 
 
+class SharedEngine:
+    """One engine for every mode's app: started once, closed by the bench, not by each app's lifespan."""
+
+    def __init__(self, gen: Any) -> None:
+        self._gen, self._started = gen, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gen, name)
+
+    async def start(self) -> None:
+        if not self._started:
+            await self._gen.start()
+            self._started = True
+
+    async def close(self) -> None:  # each app's lifespan calls this; the bench closes the engine itself
+        return None
+
+    async def shutdown(self) -> None:
+        if self._started:
+            await self._gen.close()
+
+
 def counted(gen: Any) -> list[tuple[str, int]]:
     """Record each engine call's prompt and decode tokens (generate and continuations)."""
     calls: list[tuple[str, int]] = []
@@ -61,7 +83,7 @@ def counted(gen: Any) -> list[tuple[str, int]]:
     return calls
 
 
-async def measure(mode: str, args: argparse.Namespace, times: list[list[float]]) -> dict[str, Any]:
+def mode_settings(mode: str, args: argparse.Namespace) -> Settings:
     g = args.rollouts
     overrides: dict[str, Any] = {"meta_rm.backend": "none", "rewards.join_max_wait_s": args.max_wait_s}
     if not args.scripted:
@@ -70,10 +92,14 @@ async def measure(mode: str, args: argparse.Namespace, times: list[list[float]])
         overrides["generator.served_model_name"] = EMBEDDED_NAME
     if mode == "setting":
         overrides["rewards.group_size"] = g
-    settings = Settings().with_overrides(overrides)
-    gen = build_generator(args.scripted, settings)
-    calls = counted(gen)
-    app = create_app(settings, generator=gen)
+    return Settings().with_overrides(overrides)
+
+
+async def measure(
+    mode: str, args: argparse.Namespace, times: list[list[float]], gen: SharedEngine, calls: list[tuple[str, int]]
+) -> dict[str, Any]:
+    g = args.rollouts
+    app = create_app(mode_settings(mode, args), generator=gen)
     headers = {"X-GRM-Group-Size": str(g)} if mode == "header" else {}
     prompts = [
         (f"{SAMPLE_PAIRS[p % len(SAMPLE_PAIRS)][0]} (#{p})", SAMPLE_PAIRS[p % len(SAMPLE_PAIRS)][1:])
@@ -119,7 +145,12 @@ async def measure(mode: str, args: argparse.Namespace, times: list[list[float]])
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     times = arrivals(args.prompts, args.rollouts, args.spread_s, args.seed)
-    return [await measure(mode, args, times) for mode in MODES]
+    gen = SharedEngine(build_generator(args.scripted, mode_settings("window", args)))
+    calls = counted(gen._gen)
+    try:
+        return [await measure(mode, args, times, gen, calls) for mode in MODES]
+    finally:
+        await gen.shutdown()
 
 
 def main() -> None:

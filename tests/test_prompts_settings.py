@@ -80,6 +80,33 @@ def test_resolve_template(name: TemplateName, model: str, expected: TemplateName
     assert resolve_template(name, model) is expected
 
 
+@pytest.mark.parametrize(
+    ("recorded", "setting", "expected"),
+    [
+        ('{"kind": "sft", "template": "generic"}', "auto", TemplateName.GENERIC),  # the record beats "grm" in the path
+        ('{"kind": "grpo", "template": "deepseek-grm"}', "auto", TemplateName.DEEPSEEK_GRM),
+        ('{"kind": "sft", "template": null}', "auto", TemplateName.DEEPSEEK_GRM),  # nothing recorded: the name rule
+        ('{"kind": "sft", "template": "mystery"}', "auto", TemplateName.DEEPSEEK_GRM),  # unreadable: the name rule
+        ("not json", "auto", TemplateName.DEEPSEEK_GRM),
+        (None, "auto", TemplateName.DEEPSEEK_GRM),  # no training.json
+        ('{"kind": "sft", "template": "generic"}', "deepseek-grm", TemplateName.DEEPSEEK_GRM),  # a set template wins
+    ],
+)
+def test_a_checkpoint_trained_here_is_served_with_the_template_it_was_trained_on(
+    tmp_path: Path, recorded: str | None, setting: str, expected: TemplateName
+) -> None:
+    """`train sft|grpo` write the template into training.json; a folder under e.g. /data/grm-server/runs (the
+    image's cache) would otherwise get deepseek-grm from the `grm` in its path."""
+    from server.core.engines import TRAINED_INFO, judging_template
+
+    folder = tmp_path / "grm-server" / "runs" / "ckpt"
+    folder.mkdir(parents=True)
+    if recorded is not None:
+        (folder / TRAINED_INFO).write_text(recorded, encoding="utf-8")
+    settings = Settings().with_overrides({"generator.model": str(folder), "judging.template": setting})
+    assert judging_template(settings) is expected
+
+
 @pytest.mark.parametrize("template", [TemplateName.GENERIC, TemplateName.DEEPSEEK_GRM])
 @pytest.mark.parametrize("n", [1, 2, 5])
 @pytest.mark.parametrize("max_tokens", [PromptBuilder.min_max_tokens(5), 256, 2048])

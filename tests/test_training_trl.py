@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from server.cli.main import app
+from server.core.engines import judging_template
 from server.core.prompts import PromptBuilder, TemplateName
 from server.core.settings import Settings
 from server.training.data import load_training_items
@@ -79,15 +80,18 @@ def _weights(folder: Path) -> dict[str, Any]:
 def test_sft_two_steps_give_a_folder_the_server_scores_with(
     rft_rows: Path, embedded_model: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "ckpt"
-    info = train_sft(SFTOptions(rft_rows, out, str(embedded_model), max_steps=2, lr=1e-4, batch_size=2))
+    out = tmp_path / "grm-ckpt"  # "grm" in the path: only the recorded template keeps it on the generic one
+    options = SFTOptions(rft_rows, out, str(embedded_model), max_steps=2, lr=1e-4, batch_size=2, template="generic")
+    info = train_sft(options)
     assert info["steps"] == 2 and math.isfinite(info["train_loss"]) and info["log"]["loss"]["steps"] == 2
     saved, base = _weights(out), _weights(embedded_model)
     assert set(saved) == set(base) and any(not saved[k].equal(base[k]) for k in base)  # trained, same layout
     assert (out / "training.json").is_file() and "chat_template" in (
         (out / "tokenizer_config.json").read_text() + "".join(p.name for p in out.iterdir())
     )
-    env = dict(os.environ, GRM_JUDGING__TEMPLATE="generic", VLLM_CPU_KVCACHE_SPACE="1")
+    assert json.loads((out / "training.json").read_text())["template"] == "generic"
+    assert judging_template(Settings().with_overrides({"generator.model": str(out)})) is TemplateName.GENERIC
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")  # served with the template training.json records
     cmd = [sys.executable, "-m", "server.cli", "score", "--model", str(out), "--query", "Divide 45 by 9",
            "-r", "The result is 5.", "-r", "22.5", "--k", "2", "--max-tokens", "128", "--seed", "1", "--json"]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)

@@ -166,15 +166,17 @@ def sft(
     with cli_errors():
         if not data.is_file():
             fail(f"{data} is not a file (give the rft.jsonl that `train rft` wrote)")
+        manifest = read_manifest(data.parent) if (data.parent / MANIFEST).is_file() else None
         if model is None:
-            if not (data.parent / MANIFEST).is_file():
+            if manifest is None:
                 fail(f"no --model and no {MANIFEST} beside {data} to read the base model from")
-            model = str(read_manifest(data.parent)["model_path"])
+            model = str(manifest["model_path"])
         if lora_rank < 0 or batch_size < 1 or grad_accum < 1 or max_length < 16 or lr <= 0:
             fail("--lora-rank must be >= 0, --batch-size and --grad-accum >= 1, --max-length >= 16, --lr > 0")
         options = SFTOptions(
             data=data, out=out, model=model, max_steps=max_steps, epochs=epochs, lr=lr, lora_rank=lora_rank,
             batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
+            template=str(manifest["template"]) if manifest and manifest.get("template") else None,
         )  # fmt: skip
         info = train_sft(options)
     loss = info["log"].get("loss", {})

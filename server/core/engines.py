@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -44,9 +45,27 @@ def build_generator(settings: Settings) -> Generator:
     return VLLMGenerator(gen, gen.model, str(settings.cache_dir))
 
 
+TRAINED_INFO = "training.json"  # written by `grm-server train sft|grpo` into the model folder, with its "template"
+
+
+def recorded_template(model: str) -> TemplateName | None:
+    """The template a model folder trained by this project was trained on (its training.json), if it says."""
+    info = Path(model) / TRAINED_INFO
+    try:
+        name = json.loads(info.read_text(encoding="utf-8")).get("template") if info.is_file() else None
+        return TemplateName(name) if name is not None and name != TemplateName.AUTO.value else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def judging_template(settings: Settings) -> TemplateName:
-    """The template named by settings, `auto` resolved once from the model name (Appendix G for DeepSeek-GRM)."""
+    """The template named by settings; `auto` resolved once: the template a checkpoint trained here records,
+    else from the model name (Appendix G for DeepSeek-GRM)."""
     model = settings.generator.model or settings.generator.served_model_name or EMBEDDED_NAME
+    if settings.judging.template is TemplateName.AUTO and settings.generator.model:
+        recorded = recorded_template(settings.generator.model)
+        if recorded is not None:
+            return recorded
     return resolve_template(settings.judging.template, model)
 
 

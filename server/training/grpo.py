@@ -168,7 +168,8 @@ def train_grpo(options: GRPOOptions, items: Sequence[EvalItem], left_out: Counte
         result = trainer.train()
         model = trainer.model.merge_and_unload() if options.lora_rank > 0 else trainer.model
         info = {
-            "kind": "grpo", "base": options.model, "options": {k: str(v) for k, v in asdict(options).items()},
+            "kind": "grpo", "base": options.model, "template": options.template.value,
+            "options": {k: str(v) for k, v in asdict(options).items()},
             "items": len(rows), "left_out": dict(left_out or {}), "steps": result.global_step,
             "log": log_summary(trainer.state.log_history, LOGGED), "time_s": round(time.monotonic() - started, 1),
             "per_step": per_step(trainer.state.log_history), "peak_rss_mb": peak_rss_mb(),

@@ -27,6 +27,7 @@ class SFTOptions:
     grad_accum: int = 1
     max_length: int = 2048
     seed: int = 0
+    template: str | None = None  # the template the rows were rendered with (RFT manifest): served with it
 
 
 def build_trainer(options: SFTOptions, work_dir: str) -> Any:
@@ -75,7 +76,7 @@ def train_sft(options: SFTOptions) -> dict[str, Any]:
         if options.lora_rank > 0:
             model = model.merge_and_unload()
         info = {
-            "kind": "sft", "base": options.model, "options": {k: str(v) for k, v in asdict(options).items()},
+            "kind": "sft", "base": options.model, "template": options.template, "options": {k: str(v) for k, v in asdict(options).items()},
             "data_sha256": file_sha256_or_none(options.data), "rows": len(trainer.train_dataset),
             "steps": result.global_step, "train_loss": result.training_loss,
             "log": log_summary(trainer.state.log_history, ("loss", "mean_token_accuracy", "num_tokens")),
