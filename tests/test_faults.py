@@ -10,28 +10,19 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from server.core.settings import Settings
 from server.http.app import create_app
-from tests.fakes import ScriptedGenerator, wait_until
-from tests.servers import free_port
+from tests.fakes import ScriptedGenerator
+from tests.servers import serve_in_loop
 
 BODY = {"query": "q", "responses": ["a", "bb"], "k": 2, "seed": 1}
 
 
 @contextlib.asynccontextmanager
 async def live(gen: ScriptedGenerator, **overrides: object) -> AsyncIterator[str]:
-    app = create_app(Settings().with_overrides(overrides), generator=gen)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    await wait_until(lambda: server.started, 30, "the server to start")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_in_loop(create_app(Settings().with_overrides(overrides), generator=gen)) as url:
+        yield url
 
 
 async def wait_for(predicate: object, timeout_s: float = 5.0) -> bool:

@@ -12,13 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from server.core.reattach import Reattacher, call_key
 from server.core.settings import Settings
 from server.http.app import create_app
 from tests.fakes import ScriptedGenerator, wait_until
-from tests.servers import free_port
+from tests.servers import serve_in_loop
 
 ROUTES: list[tuple[str, dict[str, Any]]] = [
     ("/get_reward", {"query": ["P: abc"], "prompts": ["P: "], "k": 2}),
@@ -32,16 +31,8 @@ _FRESH_SEEDS = itertools.count(1000)
 @contextlib.asynccontextmanager
 async def live(gen: ScriptedGenerator, **overrides: object) -> AsyncIterator[str]:
     settings = Settings().with_overrides({"rewards.join": False, "judging.k": 2, **overrides})
-    app = create_app(settings, generator=gen)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    await wait_until(lambda: server.started, 30, "the server to start")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_in_loop(create_app(settings, generator=gen)) as url:
+        yield url
 
 
 async def metric(url: str, line: str) -> float:

@@ -16,7 +16,7 @@ from server.core.prompts import PromptBuilder, TemplateName, measure_chars_per_t
 from server.evaluation.data import EvalItem
 from server.training.reward import CORRECT, rule_reward
 from server.training.structured import GrammarCache, RegexFor, structured_trainer_class
-from server.training.trl_common import log_summary, on_gpu, save_model_folder
+from server.training.trl_common import log_summary, lora_config, on_gpu, save_model_folder
 from voting import parse_scores
 
 LOGGED = ("reward", "reward_std", "rewards/spct_reward/mean", "spct/correct_share", "spct/unparseable_share",
@@ -122,14 +122,7 @@ def build_trainer(options: GRPOOptions, rows: list[dict[str, Any]], work_dir: st
         use_cpu=not gpu, bf16=gpu, use_vllm=gpu, vllm_mode="colocate", gradient_checkpointing=False,
         vllm_structured_outputs_regex=vllm_regex,
     )  # fmt: skip
-    peft_config = None
-    if options.lora_rank > 0:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=options.lora_rank, lora_alpha=options.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )  # fmt: skip
+    peft_config = lora_config(options.lora_rank, options.lora_alpha, dropout=0.0)
     common: dict[str, Any] = {
         "model": model, "reward_funcs": [spct_reward], "args": args, "train_dataset": Dataset.from_list(rows),
         "processing_class": tokenizer, "peft_config": peft_config,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from server.training.rft_output import file_sha256_or_none
-from server.training.trl_common import log_summary, on_gpu, read_rows, save_model_folder
+from server.training.trl_common import log_summary, lora_config, on_gpu, read_rows, save_model_folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +49,7 @@ def build_trainer(options: SFTOptions, work_dir: str) -> Any:
         completion_only_loss=True, logging_steps=1, save_strategy="no", report_to="none", seed=options.seed,
         use_cpu=not gpu, bf16=gpu, dataset_num_proc=None, lr_scheduler_type="cosine", warmup_steps=0,
     )  # fmt: skip
-    peft_config = None
-    if options.lora_rank > 0:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=options.lora_rank, lora_alpha=options.lora_alpha, lora_dropout=0.05, target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )  # fmt: skip
+    peft_config = lora_config(options.lora_rank, options.lora_alpha, dropout=0.05)
     return SFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
         peft_config=peft_config,

@@ -36,6 +36,17 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def lora_config(rank: int, alpha: int, dropout: float) -> Any:
+    """peft's LoRA on every linear layer of a causal LM, or None when `rank` is 0 (full fine-tuning)."""
+    if rank <= 0:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+
+
 def save_model_folder(model: Any, tokenizer: Any, out: Path, dtype: Any, info: dict[str, Any]) -> None:
     """Weights in the base model's dtype, the tokenizer with its chat template, and `training.json` (what was
     run): a folder `grm-server serve --model OUT` loads as it is."""
