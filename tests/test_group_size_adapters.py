@@ -151,6 +151,21 @@ def test_verl_compute_score_sends_group_size(server: ThreadServer) -> None:
     assert_one_group(joined(server, elapsed))
 
 
+def test_verl_compute_score_sync_sends_group_size(server: ThreadServer) -> None:
+    """verl's `remote` reward manager calls the plain function from its worker processes: one thread each here."""
+
+    def one(i: int) -> float:
+        time.sleep(ARRIVALS[i])
+        info = {"question": "P", "index": i}
+        return verl.compute_score_sync("gsm8k", TEXTS[i], None, info, url=server.url, k=1, group_size=G)["grm_score"]
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(G) as pool:
+        rewards = list(pool.map(one, range(G)))
+    assert rewards == [float(len(t)) for t in TEXTS]
+    assert_one_group(joined(server, time.monotonic() - start))
+
+
 def test_areal_reward_fn_sends_group_size(server: ThreadServer) -> None:
     """AReaL calls the (blocking) reward function from its workers: one thread per rollout here."""
     fn = GRMRewardFn(server.url, areal_timeout_s=20.0, k=1, group_size=G)

@@ -19,7 +19,7 @@ _PROMPT_KEYS = ("prompt", "question", "query", "problem")
 _KNOBS = ("k", "k_meta", "temperature", "max_tokens", "seed")
 _ClientKey = tuple[int, str, str | None, float, tuple[tuple[str, Any], ...], int | None, int | None]
 _clients: dict[_ClientKey, AsyncGRMClient] = {}
-_sync_clients: dict[tuple[str, str | None, float, tuple[tuple[str, Any], ...]], GRMClient] = {}
+_sync_clients: dict[tuple[str, str | None, float, tuple[tuple[str, Any], ...], int | None], GRMClient] = {}
 
 MANAGER_RECIPE = (
     "reward.reward_manager.source=importlib reward.reward_manager.name=GRMRewardManager "
@@ -129,6 +129,7 @@ def compute_score_sync(
     k_meta: int | None = None,
     max_tokens: int | None = None,
     seed: int | None = None,
+    group_size: int | None = None,
     **kwargs: Any,
 ) -> dict[str, float]:
     """`compute_score` as a plain function, for `reward.reward_manager.name=remote` (verl runs it in Ray worker
@@ -138,9 +139,11 @@ def compute_score_sync(
     knobs = {
         n: v for n, v in {"k": k, "k_meta": k_meta, "max_tokens": max_tokens, "seed": seed}.items() if v is not None
     }
-    key = (base, api_key, timeout_s, tuple(sorted(knobs.items())))
+    key = (base, api_key, timeout_s, tuple(sorted(knobs.items())), group_size)
     if key not in _sync_clients:
-        _sync_clients[key] = GRMClient(base, api_key=api_key, timeout_s=timeout_s, knobs=knobs)
+        _sync_clients[key] = GRMClient(
+            base, api_key=api_key, timeout_s=timeout_s, knobs=knobs, group_size=int(group_size) if group_size else None
+        )
     return _result(_sync_clients[key].judge_reward(prompt, solution_str, ground_truth))
 
 
@@ -149,7 +152,7 @@ class GRMRewardManager:
 
     Selected with `reward.reward_manager.source=importlib`, `reward.reward_manager.name=GRMRewardManager` and
     `reward.reward_manager.module.path=<this file>`; configured by `+reward.reward_kwargs.url` (or GRM_URL) and
-    `+reward.reward_kwargs.{k,k_meta,temperature,max_tokens,seed,timeout_s,api_key}`. verl builds it with
+    `+reward.reward_kwargs.{k,k_meta,temperature,max_tokens,seed,timeout_s,api_key,group_size}`. verl builds it with
     `(config, tokenizer, compute_score, reward_router_address=..., reward_model_tokenizer=...)` in each reward
     worker and awaits `run_single(data)` per sample, as for its own `naive` manager. The prompt is the batch's
     `raw_prompt` chat (verl's `data.return_raw_chat`, on by default), else the decoded prompt tokens. A missing
@@ -162,6 +165,8 @@ class GRMRewardManager:
         self.api_key = options.get("api_key")
         self.timeout_s = float(options.get("timeout_s", 300.0))
         self.knobs = {name: options[name] for name in _KNOBS if options.get(name) is not None}
+        # opt-in, not read from actor_rollout_ref.rollout.n: validation samples n = 1 and would wait the max wait
+        self.group_size = int(options["group_size"]) if options.get("group_size") else None
         self.tokenizer = tokenizer
 
     async def run_single(self, data: Any) -> dict[str, Any]:
@@ -179,6 +184,6 @@ class GRMRewardManager:
             valid_prompt = prompt_ids[prompt_length - int(mask[:prompt_length].sum()) :]
             prompt = await asyncio.to_thread(self.tokenizer.decode, valid_prompt, skip_special_tokens=True)
         label = (extra.get("reward_model") or {}).get("ground_truth")
-        client = _client(self.url, self.api_key, self.timeout_s, self.knobs, None)
+        client = _client(self.url, self.api_key, self.timeout_s, self.knobs, None, self.group_size)
         result = _result(await client.judge_reward(prompt, response, label))
         return {"reward_score": result["score"], "reward_extra_info": result}
