@@ -37,20 +37,24 @@ async def batched(service: JudgeService, items: list[EvalItem], options: Samplin
 
 
 async def per_sample(service: JudgeService, items: list[EvalItem], options: SamplingOptions) -> dict[str, Any]:
-    """The same orders and budget, each of the k samples its own engine call (n = 1), no box completion."""
+    """The same orders and budget, each of the k samples its own engine call (n = 1, all k sent at once, so the
+    engine batches them as it batches n), no box completion."""
     gen, settings = service.generator, service.settings
     start, judged, correct, tokens = time.monotonic(), 0, 0, 0
     for item in items:
         plan = service.plan(_request(item, options))
         regex = service.prompts.score_regex(len(item.responses), plan.max_tokens, gen.chars_per_token or 1.0)
+        calls, orders = [], []
         for j, shown in enumerate(plan_orders(len(item.responses), plan.k, plan.seed, settings.judging.order_strategy)):
             prompt = service.prompts.build(item.conversation(), [item.responses[i] for i in shown.order])
             for c in range(shown.count):
                 sampling = SamplingConfig(1, plan.temperature, plan.max_tokens, derive_seed(plan.seed, j, c), regex)
-                out = await gen.generate(prompt, sampling, f"bench-{item.key}-{j}-{c}")
-                judged += 1
-                tokens += out.completion_tokens
-                correct += judgment_correct(out.texts[0], shown.order, item.label)
+                calls.append(gen.generate(prompt, sampling, f"bench-{item.key}-{j}-{c}"))
+                orders.append(shown.order)
+        for out, order in zip(await asyncio.gather(*calls), orders, strict=True):
+            judged += 1
+            tokens += out.completion_tokens
+            correct += judgment_correct(out.texts[0], order, item.label)
     return _row("one call per sample", judged, correct, tokens, time.monotonic() - start)
 
 
@@ -83,6 +87,14 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         await gen.close()
 
 
+def _relative(value: Any) -> str:
+    """Paths inside the repository as repository paths (results must not name one machine's folders)."""
+    root = Path(__file__).resolve().parents[1]
+    if isinstance(value, Path) and value.resolve().is_relative_to(root):
+        return str(value.resolve().relative_to(root))
+    return str(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SAMPLE)
@@ -99,7 +111,7 @@ def main() -> None:
     payload = {
         "bench": "rft_sampling",
         "machine": info,
-        "args": {k: str(v) for k, v in vars(args).items()},
+        "args": {k: _relative(v) for k, v in vars(args).items()},
         "rows": rows,
     }
     print(f"wrote {write_json(args.out, payload)}")
