@@ -82,11 +82,11 @@ async def test_without_reattach_each_identical_call_is_judged() -> None:
 
 
 async def test_a_retry_after_the_caller_disconnected_re_attaches_within_the_grace() -> None:
-    gen = ScriptedGenerator(delay_s=1.5)
+    gen = ScriptedGenerator(delay_s=4.0)  # long enough that the retry comes in flight on a loaded machine too
     async with live(gen, **{"rewards.abandon_grace_s": 10}) as url:
         await gave_up(url, "/get_reward", BODY)
         await wait_until(lambda: gen.cancelled == 0 and len(gen.calls) >= 1, 5, "the judgment under way")
-        for _ in range(100):  # bounded: until the server noticed the disconnect
+        for _ in range(150):  # bounded: until the server noticed the disconnect
             if await metric(url, "grm_client_disconnects_total") == 1.0:
                 break
             await asyncio.sleep(0.02)
